@@ -1,0 +1,143 @@
+"""Tiny name -> class registries used to resolve ``type=`` names in configs.
+
+Modules stay plain classes with explicit constructor arguments; the registry is only the
+edge where a config dict becomes an object.  Errors name the config key path so that a user
+sees *where* in their config a wrong ``type`` or argument sits.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import inspect
+from typing import Any, Callable, Mapping
+
+
+class ConfigError(ValueError):
+    """A configuration problem: says the file (when known), the key and what was expected."""
+
+    def __init__(self, message: str, key: str | None = None, filename: str | None = None):
+        self.key = key
+        self.filename = filename
+        where = []
+        if filename:
+            where.append(str(filename))
+        if key:
+            where.append(f"key '{key}'")
+        prefix = (": ".join(where) + ": ") if where else ""
+        super().__init__(prefix + message)
+
+
+# Modules that register classes.  They are imported lazily the first time a registry is
+# queried, so ``import actionkit`` stays cheap and optional pieces cannot break each other.
+_PLUGIN_MODULES: dict[str, list[str]] = {
+    "models": [
+        "actionkit.models.common",
+        "actionkit.models.resnet3d",
+        "actionkit.models.nonlocal3d",
+        "actionkit.models.slowfast",
+        "actionkit.models.heads",
+        "actionkit.models.recognizer",
+        "actionkit.models.roi",
+        "actionkit.models.bbox_head",
+        "actionkit.models.acrn",
+        "actionkit.models.lfb",
+        "actionkit.models.detector",
+    ],
+    "datasets": [
+        "actionkit.data.kinetics",
+        "actionkit.data.ava",
+    ],
+    "pipelines": [
+        "actionkit.data.decode",
+        "actionkit.data.sampling",
+        "actionkit.data.transforms",
+        "actionkit.data.ava",
+    ],
+}
+
+
+class Registry:
+    def __init__(self, name: str):
+        self.name = name
+        self._items: dict[str, Callable[..., Any]] = {}
+        self._loaded = False
+
+    def register(self, name: str | None = None, *, aliases: tuple[str, ...] = ()):
+        def deco(obj):
+            for key in (name or obj.__name__, *aliases):
+                if key in self._items and self._items[key] is not obj:
+                    raise KeyError(f"{self.name} registry: '{key}' is already registered")
+                self._items[key] = obj
+            return obj
+
+        return deco
+
+    def _load_plugins(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True
+        for mod in _PLUGIN_MODULES.get(self.name, []):
+            if importlib.util.find_spec(mod) is not None:
+                importlib.import_module(mod)
+
+    def get(self, name: str) -> Callable[..., Any]:
+        self._load_plugins()
+        if name not in self._items:
+            raise KeyError(name)
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        self._load_plugins()
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        self._load_plugins()
+        return name in self._items
+
+    def build(self, cfg: Mapping[str, Any], *, key: str = "", filename: str | None = None,
+              **default_args: Any) -> Any:
+        """Build ``cfg['type'](**rest, **default_args)``; errors name the key path."""
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"expected a dict with a 'type' entry, got {type(cfg).__name__}",
+                              key, filename)
+        if "type" not in cfg:
+            raise ConfigError(f"missing 'type' (one of the {self.name}: {', '.join(self.names())})",
+                              key, filename)
+        args = {k: v for k, v in cfg.items() if k != "type"}
+        for k, v in default_args.items():
+            args.setdefault(k, v)
+        type_name = cfg["type"]
+        if not isinstance(type_name, str):
+            return type_name(**args)  # a class given directly
+        try:
+            cls = self.get(type_name)
+        except KeyError:
+            raise ConfigError(
+                f"unknown {self.name[:-1] if self.name.endswith('s') else self.name} type "
+                f"'{type_name}'; expected one of: {', '.join(self.names())}",
+                f"{key}.type" if key else "type", filename) from None
+        try:
+            sig = inspect.signature(cls)
+        except (TypeError, ValueError):
+            sig = None
+        if sig is not None:
+            params = sig.parameters
+            has_var_kw = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            if not has_var_kw:
+                unknown = [a for a in args if a not in params]
+                if unknown:
+                    raise ConfigError(
+                        f"{type_name} got unexpected argument(s) {unknown}; it accepts: "
+                        f"{', '.join(p for p in params if p not in ('self',))}", key, filename)
+            missing = [n for n, p in params.items()
+                       if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                       and n not in args]
+            if missing:
+                raise ConfigError(f"{type_name} is missing required argument(s) {missing}",
+                                  key, filename)
+        return cls(**args)
+
+
+MODELS = Registry("models")
+DATASETS = Registry("datasets")
+PIPELINES = Registry("pipelines")

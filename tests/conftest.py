@@ -1,0 +1,35 @@
+"""Shared test helpers: the golden-fixture loader and thread settings."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("ACTIONKIT_TEST_THREADS", "2")))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("ACTIONKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
+GOLDEN = SHARED_DATA / "golden"
+GOLDEN_KEYS = SHARED_DATA / "golden_keys"
+AVA_SAMPLES = SHARED_DATA / "ava_format_samples"
+
+
+def load_golden(name: str) -> dict:
+    """Load ``shared/data/golden/<name>.pt`` (weights_only); skip when the shared data is absent."""
+    path = GOLDEN / f"{name}.pt"
+    if not path.is_file():
+        pytest.skip(f"golden fixture {path} not available (shared data is not beside this checkout)")
+    return torch.load(path, weights_only=True, map_location="cpu")
+
+
+def require_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not available (shared data is not beside this checkout)")
+    return path
+
+
+@pytest.fixture
+def golden():
+    return load_golden
