@@ -1,0 +1,572 @@
+"""AVA data: annotation / exclusion parsers, safe proposal loading, ``AVADataset`` and ``SampleAVAFrames``.
+
+Formats (spec-detection §2):
+
+* annotation csv, no header, one row per (person box, action):
+  ``video_id, timestamp, x1, y1, x2, y2, action_id[, person_id]`` with normalized boxes (8 columns in
+  v2.1 / v2.2; 7 columns, without the person id, are accepted too).
+* excluded timestamps: ``video_id, timestamp`` rows.
+* proposals: the published FAIR files are Python pickles ``{'video,0902': float64 ndarray [N, 5]}``
+  (``x1, y1, x2, y2, score``, normalized). They are read **only** through :class:`RestrictedUnpickler`,
+  which admits the few globals that numpy array reconstruction needs and refuses everything else.
+  :func:`convert_proposals` turns them into a pickle-free ``.npz`` (``keys``, ``boxes``, ``offsets``).
+
+Every format error names the file and the line (or the proposal key).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import io
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+from ..registry import DATASETS, PIPELINES, ConfigError
+from ..utils import atomic_write
+
+__all__ = [
+    "AVAFormatError", "AVARow", "UnsafePickleError", "RestrictedUnpickler", "read_ava_csv", "read_exclusions",
+    "read_label_ids", "load_proposals_pkl", "load_proposals_npz", "load_proposals", "save_proposals_npz",
+    "convert_proposals", "convert_proposals_main", "AVADataset", "SampleAVAFrames",
+]
+
+try:  # the evaluation module owns the error type; fall back to a local one so parsing stays usable alone
+    from ..evaluation.ava_map import AVAFormatError
+except ImportError:  # pragma: no cover - the module ships with the package
+    class AVAFormatError(ValueError):  # type: ignore[no-redef]
+        """A malformed AVA file; the message names the file and line."""
+
+
+class UnsafePickleError(pickle.UnpicklingError):
+    """A proposal pickle asked for a global that the restricted loader does not admit."""
+
+
+# ------------------------------------------------------------------------------------------------ csv parsers
+
+class AVARow(NamedTuple):
+    video_id: str
+    timestamp: int
+    box: tuple[float, float, float, float]   # x1, y1, x2, y2 normalized
+    action_id: int
+    person_id: int                           # -1 when the 7-column form has no person id
+    lineno: int
+
+
+def _parse_box(path: Path, lineno: int, fields: Sequence[str]) -> tuple[float, float, float, float]:
+    vals = []
+    for name, text in zip(("x1", "y1", "x2", "y2"), fields):
+        try:
+            v = float(text)
+        except ValueError:
+            raise AVAFormatError(f"{path}:{lineno}: box coordinate {name} is not a number: {text.strip()!r}") from None
+        if not np.isfinite(v):
+            raise AVAFormatError(f"{path}:{lineno}: box coordinate {name} is not finite: {text.strip()!r}")
+        if v < 0.0 or v > 1.0:
+            raise AVAFormatError(f"{path}:{lineno}: box coordinate {name}={v} is outside [0, 1] "
+                                 "(boxes must be normalized by the frame size)")
+        vals.append(v)
+    x1, y1, x2, y2 = vals
+    if x2 < x1:
+        raise AVAFormatError(f"{path}:{lineno}: box has x2 < x1 ({x2} < {x1})")
+    if y2 < y1:
+        raise AVAFormatError(f"{path}:{lineno}: box has y2 < y1 ({y2} < {y1})")
+    return x1, y1, x2, y2
+
+
+def _parse_int(path: Path, lineno: int, what: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise AVAFormatError(f"{path}:{lineno}: {what} must be an integer, got {text.strip()!r}") from None
+
+
+def read_label_ids(label_file: str | os.PathLike) -> list[int]:
+    """The class ids of a label map (pbtxt ``item``/``label`` blocks or ``N: name`` lines)."""
+    from ..evaluation.ava_map import read_labelmap
+
+    return list(read_labelmap(label_file)[1])
+
+
+def read_ava_csv(path: str | os.PathLike, label_ids: Iterable[int] | str | os.PathLike | None = None,
+                 max_action_id: int | None = None) -> list[AVARow]:
+    """Parse an AVA annotation csv into :class:`AVARow` s (file order).
+
+    ``label_ids``: the admitted action ids (an iterable of ints, or a label-map path); a row with another id
+    is an error. ``max_action_id``: the largest admitted id (ids must also be >= 1). Blank lines are skipped.
+    """
+    path = Path(path)
+    if label_ids is not None and isinstance(label_ids, (str, os.PathLike)):
+        label_ids = read_label_ids(label_ids)
+    allowed = None if label_ids is None else set(int(i) for i in label_ids)
+    rows: list[AVARow] = []
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            cols = line.split(",")
+            if len(cols) not in (7, 8):
+                raise AVAFormatError(
+                    f"{path}:{lineno}: expected 7 or 8 comma-separated columns (video_id, timestamp, x1, y1, x2, y2, "
+                    f"action_id[, person_id]), got {len(cols)}")
+            video_id = cols[0].strip()
+            if not video_id:
+                raise AVAFormatError(f"{path}:{lineno}: empty video id")
+            timestamp = _parse_int(path, lineno, "timestamp", cols[1])
+            box = _parse_box(path, lineno, cols[2:6])
+            action_id = _parse_int(path, lineno, "action id", cols[6])
+            if action_id < 1:
+                raise AVAFormatError(f"{path}:{lineno}: action id must be >= 1, got {action_id}")
+            if max_action_id is not None and action_id > max_action_id:
+                raise AVAFormatError(f"{path}:{lineno}: action id {action_id} is larger than {max_action_id} "
+                                     "(num_classes - 1)")
+            if allowed is not None and action_id not in allowed:
+                raise AVAFormatError(f"{path}:{lineno}: action id {action_id} is not in the label map")
+            person_id = _parse_int(path, lineno, "person id", cols[7]) if len(cols) == 8 else -1
+            rows.append(AVARow(video_id, timestamp, box, action_id, person_id, lineno))
+    return rows
+
+
+def read_exclusions(path: str | os.PathLike | None) -> set[tuple[str, int]]:
+    """Excluded keyframes as a set of ``(video_id, timestamp)``; ``None`` gives an empty set."""
+    if path is None:
+        return set()
+    path = Path(path)
+    out: set[tuple[str, int]] = set()
+    with open(path, encoding="utf-8", newline="") as f:
+        for lineno, line in enumerate(f, 1):
+            line = line.strip()
+            if not line:
+                continue
+            cols = line.split(",")
+            if len(cols) != 2:
+                raise AVAFormatError(f"{path}:{lineno}: expected 2 columns (video_id, timestamp), got {len(cols)}")
+            out.add((cols[0].strip(), _parse_int(path, lineno, "timestamp", cols[1])))
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ proposals
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]   # numpy's multiarray._reconstruct, whatever its module
+    import _codecs
+
+    allowed: dict[tuple[str, str], Any] = {
+        ("numpy.core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): reconstruct,
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, 'latin1')
+        ("_codecs", "encode"): _codecs.encode,
+    }
+    for mod in ("builtins", "__builtin__"):
+        for name, obj in (("dict", dict), ("list", list), ("tuple", tuple), ("str", str), ("unicode", str),
+                          ("bytes", bytes), ("bytearray", bytearray), ("int", int), ("long", int),
+                          ("float", float), ("bool", bool), ("set", set), ("frozenset", frozenset)):
+            allowed[(mod, name)] = obj
+    return allowed
+
+
+_ALLOWED_GLOBALS = _allowed_globals()
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Unpickler that admits only numpy-array reconstruction and plain containers.
+
+    Any other global (``os.system``, ``subprocess.*``, ``builtins.eval``, custom classes, ...) raises
+    :class:`UnsafePickleError` *before* it could be called. Python-2 pickles (the published FAIR files) are
+    read with ``encoding='latin1'`` so their array buffers come back byte-exact.
+    """
+
+    def __init__(self, file, source: str = "<pickle>"):
+        super().__init__(file, encoding="latin1")
+        self.source = source
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise UnsafePickleError(
+                f"{self.source}: refusing to load '{module}.{name}' from a pickle: only numpy arrays in "
+                "dicts/lists are allowed in proposal files (convert trusted files with "
+                "'actionkit convert-proposals IN.pkl OUT.npz')") from None
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise UnsafePickleError(f"{self.source}: persistent ids are not allowed in proposal pickles")
+
+
+def _validate_proposals(obj: Any, source: str) -> dict[str, np.ndarray]:
+    if not isinstance(obj, dict):
+        raise AVAFormatError(f"{source}: expected a dict {{'video_id,timestamp': array [N, 5]}}, "
+                             f"got {type(obj).__name__}")
+    out: dict[str, np.ndarray] = {}
+    for key, val in obj.items():
+        if not isinstance(key, str):
+            raise AVAFormatError(f"{source}: proposal key {key!r} is not a string")
+        parts = key.split(",")
+        if len(parts) != 2 or not parts[0]:
+            raise AVAFormatError(f"{source}: proposal key {key!r} is not 'video_id,timestamp'")
+        try:
+            int(parts[1])
+        except ValueError:
+            raise AVAFormatError(f"{source}: proposal key {key!r}: timestamp is not an integer") from None
+        if not isinstance(val, np.ndarray):
+            raise AVAFormatError(f"{source}: proposals of {key!r} are a {type(val).__name__}, expected an ndarray")
+        if val.dtype.kind not in "fiu":
+            raise AVAFormatError(f"{source}: proposals of {key!r} have non-numeric dtype {val.dtype}")
+        if val.ndim != 2 or val.shape[1] not in (4, 5):
+            raise AVAFormatError(f"{source}: proposals of {key!r} have shape {val.shape}, expected [N, 5] or [N, 4]")
+        if not np.all(np.isfinite(val)):
+            raise AVAFormatError(f"{source}: proposals of {key!r} contain non-finite values")
+        out[key] = val
+    return out
+
+
+def load_proposals_pkl(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a published proposal pickle through :class:`RestrictedUnpickler` and validate it."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(data), source=str(path)).load()
+    except UnsafePickleError:
+        raise
+    except Exception as e:  # truncated / corrupt stream
+        raise AVAFormatError(f"{path}: not a readable proposal pickle ({type(e).__name__}: {e})") from None
+    return _validate_proposals(obj, str(path))
+
+
+def save_proposals_npz(proposals: dict[str, np.ndarray], out_path: str | os.PathLike) -> None:
+    """Write ``{key: [N, 5]}`` as a pickle-free ``.npz``: ``keys`` (unicode [K]), ``boxes`` (float64 [sum N, C]),
+    ``offsets`` (int64 [K+1]; the rows of key i are ``boxes[offsets[i]:offsets[i+1]]``)."""
+    proposals = _validate_proposals(proposals, "<proposals>")
+    keys = list(proposals)
+    widths = {proposals[k].shape[1] for k in keys}
+    if len(widths) > 1:
+        raise ValueError(f"proposal arrays mix widths {sorted(widths)}; expected all [N, 5] or all [N, 4]")
+    width = widths.pop() if widths else 5
+    arrays = [np.asarray(proposals[k], dtype=np.float64).reshape(-1, width) for k in keys]
+    offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(a) for a in arrays])
+    boxes = np.concatenate(arrays, 0) if arrays else np.zeros((0, width), np.float64)
+    buf = io.BytesIO()
+    np.savez(buf, keys=np.array(keys, dtype=np.str_), boxes=boxes, offsets=offsets)
+    with atomic_write(out_path, "wb") as f:
+        f.write(buf.getvalue())
+
+
+def load_proposals_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read the ``.npz`` written by :func:`save_proposals_npz` (``allow_pickle=False``) and validate it."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = {"keys", "boxes", "offsets"} - set(z.files)
+            if missing:
+                raise AVAFormatError(f"{path}: missing arrays {sorted(missing)} (expected keys, boxes, offsets)")
+            keys, boxes, offsets = z["keys"], z["boxes"], z["offsets"]
+    except AVAFormatError:
+        raise
+    except ValueError as e:
+        raise AVAFormatError(f"{path}: not a pickle-free proposal .npz ({e})") from None
+    if keys.ndim != 1 or keys.dtype.kind != "U":
+        raise AVAFormatError(f"{path}: 'keys' must be a 1-D unicode array, got {keys.dtype} {keys.shape}")
+    if boxes.ndim != 2 or boxes.shape[1] not in (4, 5):
+        raise AVAFormatError(f"{path}: 'boxes' must have shape [M, 5] (or [M, 4]), got {boxes.shape}")
+    if (offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) != len(keys) + 1
+            or (len(offsets) and (offsets[0] != 0 or offsets[-1] != len(boxes)))
+            or np.any(np.diff(offsets) < 0)):
+        raise AVAFormatError(f"{path}: 'offsets' must be non-decreasing int [K+1] from 0 to {len(boxes)}")
+    out = {str(k): boxes[offsets[i]:offsets[i + 1]] for i, k in enumerate(keys.tolist())}
+    if len(out) != len(keys):
+        raise AVAFormatError(f"{path}: duplicate keys")
+    return _validate_proposals(out, str(path))
+
+
+def load_proposals(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load proposals from a published ``.pkl`` (restricted unpickler) or a pickle-free ``.npz``."""
+    path = Path(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if path.suffix.lower() == ".npz" or magic.startswith(b"PK"):
+        return load_proposals_npz(path)
+    return load_proposals_pkl(path)
+
+
+def convert_proposals(in_pkl: str | os.PathLike, out_path: str | os.PathLike) -> int:
+    """Convert a published proposal pickle to the safe ``.npz``; returns the number of keys."""
+    props = load_proposals(in_pkl)
+    save_proposals_npz(props, out_path)
+    return len(props)
+
+
+def convert_proposals_main(argv: Sequence[str] | None = None) -> int:
+    """``actionkit convert-proposals IN.pkl OUT.npz``."""
+    parser = argparse.ArgumentParser(prog="actionkit convert-proposals",
+                                     description="Convert an AVA proposal pickle into a pickle-free .npz "
+                                                 "(read with a restricted unpickler).")
+    parser.add_argument("input", help="proposal file (.pkl {'vid,0902': float64 [N,5]} or .npz)")
+    parser.add_argument("output", help="output .npz")
+    args = parser.parse_args(argv)
+    if not str(args.output).endswith(".npz"):
+        parser.error(f"output must end with .npz, got {args.output}")
+    n = convert_proposals(args.input, args.output)
+    print(f"wrote {n} keyframes to {args.output}")
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ pipeline op
+
+@PIPELINES.register("SampleAVAFrames")
+class SampleAVAFrames:
+    """Frame indices around an AVA keyframe (spec §3.3).
+
+    ``center = fps*(timestamp - timestamp_start) + 1``; ``clip_len`` indices at stride ``frame_interval`` from
+    ``center - (clip_len//2)*frame_interval``; in training each index gets an independent jitter
+    ``randint(-FI//2, (FI+1)//2)``; then clipped to ``[shot_info[0], shot_info[1]-1]`` and offset by ``start_index``.
+    """
+
+    def __init__(self, clip_len: int, frame_interval: int = 2, test_mode: bool = False):
+        if int(clip_len) < 1 or int(frame_interval) < 1:
+            raise ValueError(f"SampleAVAFrames: clip_len and frame_interval must be >= 1, got "
+                             f"{clip_len}, {frame_interval}")
+        self.clip_len = int(clip_len)
+        self.frame_interval = int(frame_interval)
+        self.test_mode = bool(test_mode)
+
+    def _get_clips(self, center_index: int, skip_offsets: np.ndarray, shot_info: Sequence[int]) -> np.ndarray:
+        start = center_index - (self.clip_len // 2) * self.frame_interval
+        end = center_index + ((self.clip_len + 1) // 2) * self.frame_interval
+        frame_inds = np.arange(start, end, self.frame_interval, dtype=np.int64)
+        if not self.test_mode:
+            frame_inds = frame_inds + skip_offsets
+        return np.clip(frame_inds, shot_info[0], shot_info[1] - 1)
+
+    def __call__(self, results: dict) -> dict:
+        fps = results["fps"]
+        timestamp = results["timestamp"]
+        timestamp_start = results["timestamp_start"]
+        shot_info = results["shot_info"]
+        center_index = int(fps * (timestamp - timestamp_start) + 1)
+        # drawn in test mode too (and then unused), as MMAction2 does, so the random stream matches
+        skip_offsets = np.random.randint(-self.frame_interval // 2, (self.frame_interval + 1) // 2,
+                                         size=self.clip_len)
+        frame_inds = self._get_clips(center_index, skip_offsets, shot_info)
+        results["frame_inds"] = (frame_inds + results.get("start_index", 0)).astype(np.int64)
+        results["clip_len"] = self.clip_len
+        results["frame_interval"] = self.frame_interval
+        results["num_clips"] = 1
+        results["crop_quadruple"] = np.array([0, 0, 1, 1], dtype=np.float32)
+        return results
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(clip_len={self.clip_len}, frame_interval={self.frame_interval}, "
+                f"test_mode={self.test_mode})")
+
+
+# ------------------------------------------------------------------------------------------------ dataset
+
+def _build_pipeline(pipeline: Sequence[Any] | Callable | None) -> Callable[[dict], Any]:
+    from .pipeline import Compose
+
+    if pipeline is None:
+        pipeline = []
+    if callable(pipeline) and not isinstance(pipeline, (list, tuple)):
+        return pipeline
+    return Compose(list(pipeline))
+
+
+@DATASETS.register("AVADataset")
+class AVADataset:
+    """AVA keyframes with their GT boxes and person proposals (MMAction2 0.x ``AVADataset``, spec §3.1-§3.2).
+
+    One sample per annotated keyframe (``video_id,timestamp``). Rows with exactly equal boxes are merged into one
+    GT with a multi-hot ``[num_classes]`` label (slot 0 never set). ``custom_classes`` keeps only those ids and
+    renumbers them 1..len. Excluded timestamps are dropped in training only. ``video_suffix`` (e.g. ``'.mp4'``)
+    makes ``frame_dir`` the video file ``data_prefix/<video_id><suffix>``; the decode op then reads frames from it.
+    Action ids must lie in ``1..num_classes-1`` (all 80 AVA ids are used in training, whatever the label map).
+    """
+
+    def __init__(self, ann_file: str, exclude_file: str | None, pipeline: Sequence[Any] | None,
+                 label_file: str | None = None, filename_tmpl: str = "img_{:05}.jpg", start_index: int = 0,
+                 proposal_file: str | None = None, person_det_score_thr: float = 0.9, num_classes: int = 81,
+                 custom_classes: Sequence[int] | None = None, data_prefix: str | None = None,
+                 test_mode: bool = False, modality: str = "RGB", num_max_proposals: int = 1000,
+                 timestamp_start: int = 900, timestamp_end: int = 1800, fps: int = 30,
+                 video_suffix: str | None = None):
+        self.ann_file = str(ann_file)
+        self.exclude_file = None if exclude_file is None else str(exclude_file)
+        self.label_file = None if label_file is None else str(label_file)
+        self.filename_tmpl = filename_tmpl
+        self.start_index = int(start_index)
+        self.proposal_file = None if proposal_file is None else str(proposal_file)
+        self.person_det_score_thr = float(person_det_score_thr)
+        self.num_classes = int(num_classes)
+        self.data_prefix = None if data_prefix is None else str(data_prefix)
+        self.test_mode = bool(test_mode)
+        self.modality = modality
+        self.num_max_proposals = int(num_max_proposals)
+        self.timestamp_start = int(timestamp_start)
+        self.timestamp_end = int(timestamp_end)
+        self.fps = int(fps)
+        self.video_suffix = video_suffix
+        if modality != "RGB":
+            raise ConfigError(f"AVADataset supports modality='RGB' only, got {modality!r}", "modality")
+        if self.timestamp_end <= self.timestamp_start:
+            raise ConfigError(f"timestamp_end ({timestamp_end}) must be > timestamp_start ({timestamp_start})",
+                              "timestamp_end")
+        self.custom_classes: tuple[int, ...] | None = None
+        if custom_classes is not None:
+            custom = [int(c) for c in custom_classes]
+            if 0 in custom:
+                raise ConfigError("custom_classes must not contain 0 (the reserved background slot)", "custom_classes")
+            if len(set(custom)) != len(custom):
+                raise ConfigError(f"custom_classes has duplicates: {custom}", "custom_classes")
+            if self.num_classes != len(custom) + 1:
+                raise ConfigError(f"num_classes ({self.num_classes}) must be len(custom_classes) + 1 "
+                                  f"({len(custom) + 1})", "num_classes")
+            if self.label_file is not None:
+                ids = set(read_label_ids(self.label_file))
+                extra = [c for c in custom if c not in ids]
+                if extra:
+                    raise ConfigError(f"custom_classes {extra} are not in the label map {self.label_file}",
+                                      "custom_classes")
+            self.custom_classes = (0, *custom)
+        self.pipeline = _build_pipeline(pipeline)
+        self.video_infos = self.load_annotations()
+        if not self.test_mode:
+            self.video_infos = self._filter_excluded(self.video_infos)
+        self.proposals = load_proposals(self.proposal_file) if self.proposal_file is not None else None
+
+    # -- annotations
+    def load_annotations(self) -> list[dict]:
+        max_id = None if self.custom_classes is not None else self.num_classes - 1
+        rows = read_ava_csv(self.ann_file, max_action_id=max_id)
+        shot_info = (0, (self.timestamp_end - self.timestamp_start) * self.fps)
+        groups: dict[str, list[tuple[np.ndarray, int, int]]] = {}
+        for r in rows:
+            label = r.action_id
+            if self.custom_classes is not None:
+                if label not in self.custom_classes:
+                    continue
+                label = self.custom_classes.index(label)
+            img_key = f"{r.video_id},{r.timestamp:04d}"
+            groups.setdefault(img_key, []).append((np.array(r.box, dtype=np.float64), label, r.person_id))
+        infos = []
+        for img_key, records in groups.items():
+            video_id, ts = img_key.rsplit(",", 1)
+            gt_bboxes, gt_labels, entity_ids = self._parse_img_record(records)
+            frame_dir = video_id + (self.video_suffix or "")
+            if self.data_prefix is not None:
+                frame_dir = os.path.join(self.data_prefix, frame_dir)
+            infos.append(dict(frame_dir=frame_dir, video_id=video_id, timestamp=int(ts), img_key=img_key,
+                              shot_info=shot_info, fps=self.fps,
+                              ann=dict(gt_bboxes=gt_bboxes, gt_labels=gt_labels, entity_ids=entity_ids)))
+        return infos
+
+    def _parse_img_record(self, records: list[tuple[np.ndarray, int, int]]):
+        bboxes, labels, entity_ids = [], [], []
+        remaining = list(records)
+        while remaining:
+            box = remaining[0][0]
+            same = [r for r in remaining if np.array_equal(r[0], box)]
+            remaining = [r for r in remaining if not np.array_equal(r[0], box)]
+            label = np.zeros(self.num_classes, dtype=np.float32)
+            label[[r[1] for r in same]] = 1.0
+            bboxes.append(box)
+            labels.append(label)
+            entity_ids.append(same[0][2])
+        return np.stack(bboxes), np.stack(labels), np.array(entity_ids, dtype=np.int64)
+
+    def _filter_excluded(self, infos: list[dict]) -> list[dict]:
+        excluded = read_exclusions(self.exclude_file)
+        if not excluded:
+            return infos
+        return [v for v in infos if (v["video_id"], v["timestamp"]) not in excluded]
+
+    # -- samples
+    def __len__(self) -> int:
+        return len(self.video_infos)
+
+    def get_raw(self, idx: int) -> dict:
+        """The ``results`` dict fed to the pipeline (spec §3.2), before any transform."""
+        results = copy.deepcopy(self.video_infos[idx])
+        img_key = results["img_key"]
+        results["filename_tmpl"] = self.filename_tmpl
+        results["modality"] = self.modality
+        results["start_index"] = self.start_index
+        results["timestamp_start"] = self.timestamp_start
+        results["timestamp_end"] = self.timestamp_end
+        if self.proposals is not None:
+            props = self.proposals.get(img_key)
+            if props is None or len(props) == 0:
+                results["proposals"] = np.array([[0.0, 0.0, 1.0, 1.0]])
+                results["scores"] = np.array([1.0])
+            elif props.shape[1] == 5:
+                thr = min(self.person_det_score_thr, float(props[:, 4].max()))
+                props = props[props[:, 4] >= thr][:self.num_max_proposals]
+                results["proposals"] = props[:, :4]
+                results["scores"] = props[:, 4]
+            else:  # [N, 4] without scores
+                props = props[:self.num_max_proposals]
+                results["proposals"] = props
+                results["scores"] = np.ones(len(props))
+        ann = results.pop("ann")
+        results["gt_bboxes"] = ann["gt_bboxes"]
+        results["gt_labels"] = ann["gt_labels"]
+        results["entity_ids"] = ann["entity_ids"]
+        return results
+
+    def prepare_train_frames(self, idx: int) -> Any:
+        return self.pipeline(self.get_raw(idx))
+
+    def prepare_test_frames(self, idx: int) -> Any:
+        return self.pipeline(self.get_raw(idx))
+
+    def __getitem__(self, idx: int) -> Any:
+        if self.test_mode:
+            return self.prepare_test_frames(idx)
+        return self.prepare_train_frames(idx)
+
+    # -- results
+    def dump_results(self, results: Sequence[Any], out: str | os.PathLike) -> None:
+        """Write the detections as the AVA results csv (spec §6.1); ``out`` must end with ``.csv``."""
+        if not str(out).endswith(".csv"):
+            raise ValueError(f"AVA results must be dumped to a .csv file, got {out}")
+        self._check_results(results)
+        from ..evaluation.ava_map import results2csv
+
+        results2csv(self, results, out, self.custom_classes)
+
+    def _check_results(self, results: Sequence[Any]) -> None:
+        if len(results) != len(self):
+            raise ValueError(f"got {len(results)} results for {len(self)} keyframes of {self.ann_file}")
+
+    def evaluate(self, results: Sequence[Any], metrics: str | Sequence[str] = ("mAP",), logger: Any = None,
+                 **kwargs: Any) -> dict[str, float]:
+        """Frame mAP@0.5 of the detections against ``ann_file`` (exclusions applied): ``{'mAP@0.5IOU': v}``."""
+        if isinstance(metrics, str):
+            metrics = [metrics]
+        metrics = list(metrics)
+        if metrics != ["mAP"]:
+            raise ValueError(f"AVADataset supports only the metric 'mAP', got {metrics}")
+        if self.label_file is None:
+            raise ConfigError("AVADataset.evaluate needs a label_file (the evaluated classes)", "label_file")
+        self._check_results(results)
+        from ..evaluation import ava_map
+
+        with tempfile.TemporaryDirectory(prefix="actionkit_ava_") as tmp:
+            csv_path = os.path.join(tmp, "AVA_result.csv")
+            ava_map.results2csv(self, results, csv_path, self.custom_classes)
+            ret = ava_map.ava_eval(csv_path, "mAP", self.label_file, self.ann_file, self.exclude_file,
+                                   custom_classes=None if self.custom_classes is None else list(self.custom_classes[1:]),
+                                   logger=logger)
+        return {"mAP@0.5IOU": float(ret["mAP@0.5IOU"])}
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(ann_file={self.ann_file!r}, {len(self)} keyframes, "
+                f"test_mode={self.test_mode})")
