@@ -388,7 +388,11 @@ class AVADataset:
     GT with a multi-hot ``[num_classes]`` label (slot 0 never set). ``custom_classes`` keeps only those ids and
     renumbers them 1..len. Excluded timestamps are dropped in training only. ``video_suffix`` (e.g. ``'.mp4'``)
     makes ``frame_dir`` the video file ``data_prefix/<video_id><suffix>``; the decode op then reads frames from it.
-    Action ids must lie in ``1..num_classes-1`` (all 80 AVA ids are used in training, whatever the label map).
+    Action ids must lie in ``1..num_classes-1`` (all 80 AVA ids are used in training, whatever the label map;
+    ``label_file`` only sets the evaluated classes and checks ``custom_classes``). Proposals: a keyframe missing
+    from the proposal file (or with an empty array) gets the whole frame ``[0, 0, 1, 1]`` with score 1; otherwise
+    boxes with ``score >= min(person_det_score_thr, max score)`` are kept, at most ``num_max_proposals``.
+    ``proposal_file`` may be the published ``.pkl`` (read with a restricted unpickler) or the ``.npz`` form.
     """
 
     def __init__(self, ann_file: str, exclude_file: str | None, pipeline: Sequence[Any] | None,
@@ -533,22 +537,35 @@ class AVADataset:
         return self.prepare_train_frames(idx)
 
     # -- results
-    def dump_results(self, results: Sequence[Any], out: str | os.PathLike) -> None:
-        """Write the detections as the AVA results csv (spec §6.1); ``out`` must end with ``.csv``."""
-        if not str(out).endswith(".csv"):
-            raise ValueError(f"AVA results must be dumped to a .csv file, got {out}")
-        self._check_results(results)
-        from ..evaluation.ava_map import results2csv
-
-        results2csv(self, results, out, self.custom_classes)
+    @property
+    def _custom_ids(self) -> list[int] | None:
+        return None if self.custom_classes is None else list(self.custom_classes[1:])
 
     def _check_results(self, results: Sequence[Any]) -> None:
         if len(results) != len(self):
             raise ValueError(f"got {len(results)} results for {len(self)} keyframes of {self.ann_file}")
 
+    def dump_results(self, results: Sequence[Any], out: str | os.PathLike) -> None:
+        """Write the detections as the AVA results csv (spec §6.1); ``out`` must end with ``.csv``.
+
+        ``results[i]`` (dataset order) is the detector output of keyframe ``i``: a list over the classes of
+        ``[k, 5]`` arrays ``x1, y1, x2, y2, score`` (normalized); class index ``l`` is action ``l+1`` or, with
+        ``custom_classes``, the original id ``custom_classes[l]``. Floats are written with 3 decimals.
+        """
+        if not str(out).endswith(".csv"):
+            raise ValueError(f"AVA results must be dumped to a .csv file, got {out}")
+        self._check_results(results)
+        from ..evaluation.ava_map import results2csv
+
+        results2csv(results, self.video_infos, out, self._custom_ids)
+
     def evaluate(self, results: Sequence[Any], metrics: str | Sequence[str] = ("mAP",), logger: Any = None,
                  **kwargs: Any) -> dict[str, float]:
-        """Frame mAP@0.5 of the detections against ``ann_file`` (exclusions applied): ``{'mAP@0.5IOU': v}``."""
+        """Frame mAP@0.5 (MMAction2 0.x ``ava_eval``) of the detections against ``ann_file`` over the classes of
+        ``label_file`` (or ``custom_classes``), excluded timestamps skipped: returns ``{'mAP@0.5IOU': value}``.
+
+        As in MMAction2 the results go through the 3-decimal results csv (a temporary file) first.
+        """
         if isinstance(metrics, str):
             metrics = [metrics]
         metrics = list(metrics)
@@ -557,15 +574,17 @@ class AVADataset:
         if self.label_file is None:
             raise ConfigError("AVADataset.evaluate needs a label_file (the evaluated classes)", "label_file")
         self._check_results(results)
-        from ..evaluation import ava_map
+        from ..evaluation.ava_map import frame_map, results2csv
 
         with tempfile.TemporaryDirectory(prefix="actionkit_ava_") as tmp:
             csv_path = os.path.join(tmp, "AVA_result.csv")
-            ava_map.results2csv(self, results, csv_path, self.custom_classes)
-            ret = ava_map.ava_eval(csv_path, "mAP", self.label_file, self.ann_file, self.exclude_file,
-                                   custom_classes=None if self.custom_classes is None else list(self.custom_classes[1:]),
-                                   logger=logger)
-        return {"mAP@0.5IOU": float(ret["mAP@0.5IOU"])}
+            results2csv(results, self.video_infos, csv_path, self._custom_ids)
+            res = frame_map(self.ann_file, csv_path, self.label_file, self.exclude_file, mode="mmaction",
+                            iou=0.5, custom_classes=self._custom_ids, logger=logger)
+        if logger is not None:
+            for k, v in res.to_dict(by_category=True).items():
+                logger.info("%s=%.4f", k, v)
+        return {"mAP@0.5IOU": float(res.mAP)}
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(ann_file={self.ann_file!r}, {len(self)} keyframes, "

@@ -172,6 +172,11 @@ class PyAVReader:
                               "frame-accurate access is impossible (remux the file, e.g. to mp4)", self.path)
         if not entries:
             raise DecodeError(f"{self.path}: the video has no decodable frames", self.path)
+        fmt = self._container.format.name or ""
+        declared = int(stream.frames or 0)
+        if declared > len(entries) and ("mp4" in fmt or "mov" in fmt):
+            raise DecodeError(f"{self.path}: truncated or corrupt video: the header lists {declared} frames "
+                              f"but only {len(entries)} are present", self.path, len(entries))
         entries.sort()
         pts = [p for p, _ in entries]
         if len(set(pts)) != len(pts):
@@ -392,8 +397,16 @@ class OpenCVReader:
         return np.stack(frames)[inverse.reshape(-1)]
 
 
-def open_video(path: str | os.PathLike, backend: str = "pyav", num_threads: int = 1):
-    """Open a video for frame-accurate reading; ``backend`` is ``'pyav'`` (default) or ``'opencv'``."""
+def open_video(path: str | os.PathLike, backend: str = "pyav", num_threads: int = 1,
+               filename_tmpl: str = "img_{:05}.jpg", start_index: int = 1, decoding_backend: str = "cv2"):
+    """Open a video for frame-accurate reading; ``backend`` is ``'pyav'`` (default) or ``'opencv'``.
+
+    A folder is opened as a :class:`FrameFolderReader` (``filename_tmpl``, ``start_index``,
+    ``decoding_backend``), so one call covers both layouts; every reader takes 0-based indices.
+    """
+    if os.path.isdir(path):
+        return FrameFolderReader(path, filename_tmpl, start_index=start_index,
+                                 decoding_backend=decoding_backend)
     backend = backend.lower()
     if backend in ("pyav", "av", "decord"):
         return PyAVReader(path, num_threads=num_threads)
@@ -466,6 +479,12 @@ class FrameFolderReader:
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> "FrameFolderReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def path_of(self, file_index: int) -> str:
         return os.path.join(self.frame_dir, self.filename_tmpl.format(int(file_index)))
@@ -567,7 +586,7 @@ class RawFrameDecode:
         if modality != "RGB":
             raise ConfigError(f"RawFrameDecode supports modality 'RGB' only, got '{modality}'", "modality")
         frame_dir = results["frame_dir"]
-        inds = _frame_inds(results)
+        inds = _frame_inds(results) + int(results.get("offset", 0))
         if is_video_file(frame_dir):
             if inds.size and inds.min() < 1:
                 bad = int(inds.min())

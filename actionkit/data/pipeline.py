@@ -57,14 +57,14 @@ class Compose:
 def to_tensor(data: Any) -> torch.Tensor:
     """numpy / sequence / scalar -> tensor.
 
-    Deviation from mmcv's ``to_tensor`` (documented in docs/DEVELOPING.md): a Python/numpy int scalar
-    becomes a 0-d ``int64`` tensor (mmcv: shape ``[1]``), a float scalar a 0-d ``float32`` tensor, so that
-    the default collate gives ``label`` of shape ``[B]``.
+    Deviation from mmcv's ``to_tensor``, following docs/DEVELOPING.md (recognition items carry
+    ``'label': Tensor[] long``): a Python/numpy int scalar becomes a 0-d ``int64`` tensor (mmcv: shape
+    ``[1]``) and a float scalar a 0-d ``float32`` tensor, so the default collate gives ``label`` ``[B]``.
     """
     if isinstance(data, torch.Tensor):
         return data
     if isinstance(data, np.ndarray):
-        if not data.flags.c_contiguous or data.strides and min(data.strides) < 0:
+        if not data.flags.c_contiguous or any(st < 0 for st in data.strides):
             data = np.ascontiguousarray(data)
         return torch.from_numpy(data)
     if isinstance(data, (bool, np.bool_)):

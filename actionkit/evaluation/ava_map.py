@@ -1,9 +1,22 @@
 """AVA frame mAP (MMAction2 0.x ``ava_eval`` and the ActivityNet ``--official`` variant), results csv."""
 from __future__ import annotations
 
+import argparse
+import decimal
+import heapq
+import json
+import logging
 import os
 import re
+import sys
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from actionkit.utils import atomic_write
 
 __all__ = ["AVAFormatError", "read_labelmap"]
 
@@ -89,5 +102,855 @@ def _read_text_labelmap(path: Path, lines: list[str]) -> tuple[list[dict], list[
         seen[class_id] = lineno
         categories.append({"id": class_id, "name": m.group(2)})
     if not categories:
-        raise AVAFormatError(f"{path}: empty label map")
+        raise AVAFormatError(f"{path}: empty label map (no classes found)")
     return categories, [c["id"] for c in categories]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Fast csv reading
+# ---------------------------------------------------------------------------------------------------------------------
+MODES = ("mmaction", "official")
+OFFICIAL_CAPACITY = 50
+# Standard AVA action-type groups (ids of ava_action_list_v2.x.pbtxt label_type).
+CATEGORY_GROUPS = {
+    "PersonMovement": (1, 14),
+    "PersonObject": (15, 63),
+    "PersonPerson": (64, 80),
+}
+
+_P10 = 10.0 ** np.arange(24)
+_MAX_FAST_WIDTH = 24
+
+
+class _Buffer:
+    """The bytes of one csv file, padded so that fixed-width row gathers never run past the end."""
+
+    def __init__(self, data: bytes, path: str):
+        self.path = path
+        self.raw = np.frombuffer(data, np.uint8)
+        self.size = len(data)
+        pad = np.zeros(self.size + 64, np.uint8)
+        pad[: self.size] = self.raw
+        self.pad = pad
+
+    def gather(self, starts: np.ndarray, width: int) -> np.ndarray:
+        """Rows ``[n, width]`` of the bytes at ``starts`` (bytes past each field are left as they are)."""
+        if width <= 0 or len(starts) == 0:
+            return np.zeros((len(starts), max(width, 0)), np.uint8)
+        if width > 64:
+            idx = starts[:, None] + np.arange(width)[None, :]
+            return self.pad[np.minimum(idx, len(self.pad) - 1)]
+        view = np.lib.stride_tricks.as_strided(self.pad, shape=(self.size + 1, width), strides=(1, 1), writeable=False)
+        return view[starts]
+
+    def text(self, start: int, end: int) -> str:
+        return bytes(self.raw[start:end]).decode("utf-8", errors="replace")
+
+
+def _split_lines(buf: _Buffer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    raw = buf.raw
+    if buf.size == 0:
+        z = np.zeros(0, np.int64)
+        return z, z, z
+    ends = np.flatnonzero(raw == 10)
+    if raw[-1] != 10:
+        ends = np.append(ends, buf.size)
+    starts = np.empty_like(ends)
+    starts[0] = 0
+    starts[1:] = ends[:-1] + 1
+    lineno = np.arange(1, len(ends) + 1, dtype=np.int64)
+    nonempty = ends > starts
+    cr = np.zeros(len(ends), bool)
+    cr[nonempty] = raw[ends[nonempty] - 1] == 13
+    ends = ends - cr
+    keep = ends > starts
+    if not keep.all():
+        starts, ends, lineno = starts[keep], ends[keep], lineno[keep]
+    return starts, ends, lineno
+
+
+def _split_fields(buf: _Buffer, starts, ends, lineno, allowed: tuple[int, ...], what: str):
+    """Per-row column count and field [start, end) offsets, shape ``[n, max(allowed)]`` (-1 where absent)."""
+    n = len(starts)
+    maxc = max(allowed)
+    commas = np.flatnonzero(buf.raw == 44)
+    fs = np.full((n, maxc), -1, np.int64)
+    fe = np.full((n, maxc), -1, np.int64)
+    if n == 0:
+        return np.zeros(0, np.int64), fs, fe
+    k = maxc - 1
+    fast = False
+    if len(commas) == k * n and k > 0:
+        cm = commas.reshape(n, k)
+        fast = bool((cm[:, 0] >= starts).all() and (cm[:, -1] < ends).all())
+    if fast:
+        ncol = np.full(n, maxc, np.int64)
+        fs[:, 0] = starts
+        fs[:, 1:] = cm + 1
+        fe[:, :-1] = cm
+        fe[:, -1] = ends
+        return ncol, fs, fe
+    first = np.searchsorted(commas, starts)
+    last = np.searchsorted(commas, ends)
+    ncol = last - first + 1
+    bad = ~np.isin(ncol, allowed)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise AVAFormatError(
+            f"{buf.path}:{lineno[i]}: {what} rows need {' or '.join(map(str, allowed))} comma-separated columns, "
+            f"got {ncol[i]}: {buf.text(starts[i], ends[i])[:200]!r}")
+    fs[:, 0] = starts
+    for j in range(1, maxc):
+        has = ncol > j
+        ci = commas[np.minimum(first + j - 1, len(commas) - 1)] if len(commas) else np.zeros(n, np.int64)
+        fs[:, j] = np.where(has, ci + 1, -1)
+        fe[:, j - 1] = np.where(has, ci, fe[:, j - 1])
+    last_field = ncol - 1
+    fe[np.arange(n), last_field] = ends
+    return ncol, fs, fe
+
+
+def _parse_numbers(buf: _Buffer, fs: np.ndarray, fe: np.ndarray, lineno: np.ndarray, name: str,
+                   integer: bool = False) -> np.ndarray:
+    """Parse decimal text fields exactly as Python's ``float()`` (or ``int()``) does, vectorised.
+
+    Plain ``[-+]digits[.digits]`` fields with at most 15 digits take the fast path: the integer mantissa and a power
+    of ten are both exact in float64, so one IEEE division gives the correctly rounded value (the same as ``float``).
+    Anything else (exponents, spaces, long mantissas, garbage) goes through Python, which reports the line.
+    """
+    n = len(fs)
+    out = np.zeros(n, np.float64)
+    if n == 0:
+        return out
+    w = fe - fs
+    if (w <= 0).any():
+        i = int(np.argmax(w <= 0))
+        raise AVAFormatError(f"{buf.path}:{lineno[i]}: empty {name} field")
+    wmax = int(w.max())
+    counts = np.bincount(np.minimum(w, _MAX_FAST_WIDTH + 1))
+    bad = np.zeros(n, bool)
+    for width in np.flatnonzero(counts).tolist():
+        if width > _MAX_FAST_WIDTH:
+            bad |= w > _MAX_FAST_WIDTH
+            continue
+        idx = None if counts[width] == n else np.flatnonzero(w == width)
+        sub_fs = fs if idx is None else fs[idx]
+        vals, sub_bad = _parse_fixed_width(buf, sub_fs, width, integer)
+        if idx is None:
+            out, bad = vals, sub_bad
+        else:
+            out[idx] = vals
+            bad[idx] = sub_bad
+    if bad.any():
+        for i in np.flatnonzero(bad):
+            text = buf.text(fs[i], fe[i])
+            try:
+                v = float(int(text)) if integer else float(text)
+            except ValueError:
+                kind = "an integer" if integer else "a number"
+                raise AVAFormatError(f"{buf.path}:{lineno[i]}: {name} must be {kind}, got {text!r}") from None
+            out[i] = v
+    if not np.isfinite(out).all():
+        i = int(np.argmax(~np.isfinite(out)))
+        raise AVAFormatError(f"{buf.path}:{lineno[i]}: {name} is not finite: {buf.text(fs[i], fe[i])!r}")
+    return out
+
+
+def _parse_fixed_width(buf: _Buffer, fs: np.ndarray, width: int, integer: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Values and a 'needs the slow path' mask for fields that all have ``width`` characters."""
+    n = len(fs)
+    F = buf.gather(fs, width).T  # [width, n]
+    D = F - np.uint8(48)
+    isd = D < 10
+    # common case: every row has the same shape (digits, and the dot / sign at the same places as row 0)
+    shape0 = F[:, 0]
+    same = True
+    dot_at = -1
+    for j in range(width):
+        c = int(shape0[j])
+        if 48 <= c <= 57:
+            same = same and bool(isd[j].all())
+        elif c == 46 and dot_at < 0 and not integer:
+            dot_at = j
+            same = same and bool((F[j] == 46).all())
+        else:
+            same = False
+        if not same:
+            break
+    if same:
+        digit_pos = [j for j in range(width) if j != dot_at]
+        if 0 < len(digit_pos) <= 15:
+            mant = np.zeros(n, np.float64)
+            for k, j in enumerate(digit_pos):
+                mant += D[j] * _P10[len(digit_pos) - 1 - k]
+            frac = 0 if dot_at < 0 else width - 1 - dot_at
+            return (mant / _P10[frac] if frac else mant), np.zeros(n, bool)
+    # general case: per-row digit positions
+    isdot = F == 46
+    sign = np.zeros_like(isd)
+    sign[0] = (F[0] == 45) | (F[0] == 43)
+    other = ~isd & ~isdot & ~sign
+    ndig = isd.sum(0)
+    ndot = isdot.sum(0)
+    bad = other.any(0) | (ndot > 1) | (ndig == 0) | (ndig > 15)
+    if integer:
+        bad |= ndot > 0
+    after = np.cumsum(isd[::-1], axis=0, dtype=np.int8)[::-1] - isd
+    seen_dot = np.cumsum(isdot, axis=0, dtype=np.int8) > 0
+    frac = np.where(bad, 0, (isd & seen_dot).sum(0))
+    mant = np.zeros(n, np.float64)
+    for j in range(width):
+        mant += np.where(isd[j], D[j], 0) * _P10[np.minimum(np.where(isd[j], after[j], 0), 23)]
+    val = mant / _P10[frac]
+    neg = F[0] == 45
+    val[neg] = -val[neg]
+    return val, bad
+
+
+def _is_head(K: np.ndarray, klen: np.ndarray) -> np.ndarray:
+    n = len(klen)
+    head = np.ones(n, bool)
+    if n > 1:
+        head[1:] = (klen[1:] != klen[:-1]) | (K[1:] != K[:-1]).any(1)
+    return head
+
+
+def _make_key(vid: str, ts: str, mode: str) -> str:
+    """The image key of one row: ``'%s,%04d' % (vid, int(ts))`` (MMAction2 0.x) or ``'%s,%.6f'`` (official)."""
+    if mode == "official":
+        return "%s,%.6f" % (vid, decimal.Decimal(ts))
+    return "%s,%04d" % (vid, int(ts))
+
+
+def _factorize_keys(buf: _Buffer, starts, vid_end, key_end, lineno, mode: str) -> tuple[np.ndarray, list[str]]:
+    """Map each row's ``video_id,timestamp`` text to an index into a list of image keys (first-appearance order)."""
+    n = len(starts)
+    if n == 0:
+        return np.zeros(0, np.int64), []
+    klen = key_end - starts
+    Wk = int(klen.max())
+    K = buf.gather(starts, Wk).copy()
+    K[np.arange(Wk)[None, :] >= klen[:, None]] = 0
+    head = _is_head(K, klen)
+    heads = np.flatnonzero(head)
+    if len(heads) > 400_000:  # unsorted file: factorize the raw key texts by sorting once
+        void = np.ascontiguousarray(K).view(np.dtype((np.void, Wk)))[:, 0]
+        _, first_idx, inv = np.unique(void, return_index=True, return_inverse=True)
+        order = np.argsort(first_idx, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(len(order))
+        raw_id = rank[inv.reshape(-1)]
+        reps = first_idx[order]
+    else:
+        raw_id = np.cumsum(head) - 1
+        reps = heads
+    # raw text -> normalized key (different texts may normalize to the same key, e.g. '0902' and '902')
+    keys: list[str] = []
+    key_of: dict[str, int] = {}
+    text_of: dict[bytes, int] = {}
+    raw_to_key = np.empty(len(reps), np.int64)
+    raw = buf.raw
+    for r, i in enumerate(reps.tolist()):
+        bt = raw[starts[i]:key_end[i]].tobytes()
+        got = text_of.get(bt)
+        if got is None:
+            text = bt.decode("utf-8", errors="replace")
+            cut = int(vid_end[i] - starts[i])
+            vid, ts = text[:cut], text[cut + 1:]
+            if not vid.strip():
+                raise AVAFormatError(f"{buf.path}:{lineno[i]}: empty video id")
+            try:
+                key = _make_key(vid, ts, mode)
+            except (ValueError, decimal.InvalidOperation):
+                need = "a number" if mode == "official" else "an integer number of seconds"
+                raise AVAFormatError(f"{buf.path}:{lineno[i]}: timestamp must be {need}, got {ts!r}") from None
+            got = key_of.setdefault(key, len(keys))
+            if got == len(keys):
+                keys.append(key)
+            text_of[bt] = got
+        raw_to_key[r] = got
+    return raw_to_key[raw_id], keys
+
+
+@dataclass
+class AVARows:
+    """One AVA csv (ground truth or detections), column arrays of its box rows."""
+
+    path: str
+    mode: str
+    keys: list[str]                 # image keys of every row (box rows and 2-column rows), first-appearance order
+    key: np.ndarray                 # [n] int64 index into ``keys`` of each box row
+    boxes: np.ndarray               # [n, 4] float64 x1, y1, x2, y2 (normalized)
+    labels: np.ndarray              # [n] int64 action ids
+    scores: np.ndarray              # [n] float64 (1.0 for 7-column rows; for GT the 8th column, as the reference)
+    lineno: np.ndarray              # [n] int64 1-based line numbers
+    skipped_classes: dict = field(default_factory=dict)  # action id -> rows skipped (not in the label map)
+    num_empty_rows: int = 0         # 2-column rows (keyframes listed without boxes)
+
+    @property
+    def num_rows(self) -> int:
+        return len(self.key)
+
+
+def _empty_rows(path: str, mode: str) -> AVARows:
+    return AVARows(str(path), mode, [], np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0),
+                   np.zeros(0, np.int64))
+
+
+def read_ava_csv(path: str | os.PathLike, kind: str = "gt", mode: str = "mmaction",
+                 class_whitelist: Iterable[int] | None = None, unknown_class: str = "skip",
+                 data: bytes | None = None) -> AVARows:
+    """Read an AVA ground-truth (``kind='gt'``: 2, 7 or 8 columns) or detection csv (``kind='det'``: 8 columns).
+
+    Rows are ``video_id, timestamp, x1, y1, x2, y2, action_id[, score|person_id]``; 2-column rows list a keyframe
+    without boxes. Boxes must satisfy ``0 <= x1 <= x2 <= 1`` and ``0 <= y1 <= y2 <= 1``. Rows whose action id is not
+    in ``class_whitelist`` are skipped and counted (``unknown_class='skip'``, the reference behaviour) or rejected
+    (``'error'``). Every error names the file and the line.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if kind not in ("gt", "det"):
+        raise ValueError(f"kind must be 'gt' or 'det', got {kind!r}")
+    path = str(path)
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise AVAFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+    buf = _Buffer(data, path)
+    starts, ends, lineno = _split_lines(buf)
+    if len(starts) == 0:
+        return _empty_rows(path, mode)
+    allowed = (2, 7, 8) if kind == "gt" else (2, 8)
+    what = "ground-truth" if kind == "gt" else "detection"
+    ncol, fs, fe = _split_fields(buf, starts, ends, lineno, allowed, what)
+    key_idx, keys = _factorize_keys(buf, starts, fe[:, 0], fe[:, 1], lineno, mode)
+    box_rows = ncol >= 7
+    num_empty = int((~box_rows).sum())
+    if not box_rows.all():
+        fs, fe, ncol, lineno, key_idx = fs[box_rows], fe[box_rows], ncol[box_rows], lineno[box_rows], key_idx[box_rows]
+    n = len(lineno)
+    labels = _parse_numbers(buf, fs[:, 6], fe[:, 6], lineno, "action id", integer=True).astype(np.int64)
+    if n and labels.min() < 1:
+        i = int(np.argmax(labels < 1))
+        raise AVAFormatError(f"{path}:{lineno[i]}: action id must be >= 1, got {labels[i]}")
+    skipped: dict[int, int] = {}
+    if class_whitelist is not None:
+        wl = np.asarray(sorted(set(int(c) for c in class_whitelist)), np.int64)
+        keep = np.isin(labels, wl)
+        if not keep.all():
+            if unknown_class == "error":
+                i = int(np.argmax(~keep))
+                raise AVAFormatError(f"{path}:{lineno[i]}: action id {labels[i]} is not in the label map")
+            ids, cnt = np.unique(labels[~keep], return_counts=True)
+            skipped = dict(zip(ids.tolist(), cnt.tolist()))
+            fs, fe, ncol, lineno, key_idx, labels = fs[keep], fe[keep], ncol[keep], lineno[keep], key_idx[keep], labels[keep]
+            n = len(lineno)
+    boxes = np.empty((n, 4), np.float64)
+    for j, name in enumerate(("x1", "y1", "x2", "y2")):
+        boxes[:, j] = _parse_numbers(buf, fs[:, 2 + j], fe[:, 2 + j], lineno, name)
+    scores = np.ones(n, np.float64)
+    has8 = ncol == 8
+    if has8.any():
+        sname = "score" if kind == "det" else "8th column (person id / score)"
+        scores[has8] = _parse_numbers(buf, fs[has8, 7], fe[has8, 7], lineno[has8], sname)
+    _check_boxes(path, boxes, lineno)
+    return AVARows(path, mode, keys, key_idx, boxes, labels, scores, lineno, skipped, num_empty)
+
+
+def _check_boxes(path: str, boxes: np.ndarray, lineno: np.ndarray) -> None:
+    if len(boxes) == 0:
+        return
+    out = ((boxes < 0) | (boxes > 1)).any(1)
+    if out.any():
+        i = int(np.argmax(out))
+        raise AVAFormatError(f"{path}:{lineno[i]}: box coordinates must lie in [0, 1], got {boxes[i].tolist()}")
+    inv = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
+    if inv.any():
+        i = int(np.argmax(inv))
+        raise AVAFormatError(f"{path}:{lineno[i]}: box has x2 < x1 or y2 < y1: {boxes[i].tolist()}")
+
+
+def read_exclusions(path: str | os.PathLike | None, mode: str = "mmaction") -> set[str]:
+    """Read ``video_id,timestamp`` rows into a set of image keys (empty set for ``None``)."""
+    if path is None:
+        return set()
+    path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise AVAFormatError(f"{path}: cannot read exclusions ({e})") from None
+    out: set[str] = set()
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        cols = line.split(",")
+        if len(cols) != 2:
+            raise AVAFormatError(f"{path}:{lineno}: exclusion rows need 2 columns (video_id,timestamp), got {len(cols)}")
+        try:
+            out.add(_make_key(cols[0], cols[1], mode))
+        except (ValueError, decimal.InvalidOperation):
+            raise AVAFormatError(f"{path}:{lineno}: bad timestamp {cols[1]!r}") from None
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------------------------------------------------
+@dataclass
+class FrameMAPResult:
+    """Frame-level AVA results. ``per_class`` maps every label-map id to its AP (NaN for classes without GT)."""
+
+    mAP: float
+    per_class: dict                 # id -> AP
+    names: dict                     # id -> name
+    num_gt: dict                    # id -> number of GT instances
+    groups: dict                    # group name -> mean AP over its classes with GT (NaN when none)
+    mode: str
+    iou: float
+    stats: dict                     # counts of skipped / ignored rows and keys
+
+    def to_dict(self, by_category: bool = True) -> dict:
+        """MMAction2 0.x metric names: ``mAP@0.5IOU`` (+ ``PerformanceByCategory/AP@0.5IOU/<name>``)."""
+        thr = f"{self.iou:g}"
+        out = {f"mAP@{thr}IOU": self.mAP}
+        if by_category:
+            for cid, ap in self.per_class.items():
+                if self.num_gt.get(cid, 0) > 0:
+                    out[f"PerformanceByCategory/AP@{thr}IOU/{self.names[cid]}"] = ap
+        return out
+
+    def to_json(self) -> dict:
+        def f(x):
+            return None if x is None or (isinstance(x, float) and np.isnan(x)) else float(x)
+        return {
+            "mode": self.mode, "iou": self.iou, "mAP": f(self.mAP),
+            "per_class": [{"id": c, "name": self.names[c], "ap": f(ap), "num_gt": int(self.num_gt.get(c, 0))}
+                          for c, ap in self.per_class.items()],
+            "groups": {k: f(v) for k, v in self.groups.items()},
+            "stats": self.stats,
+        }
+
+
+def _key_mask(keys: Sequence[str], members) -> np.ndarray:
+    return np.fromiter((k in members for k in keys), bool, len(keys))
+
+
+def _heap_entries(rows: np.ndarray, scores, labels, boxes, capacity: int) -> list[int]:
+    """The official script's per-key heap (``heapq`` on ``(score, action_id, y1, x1, y2, x2)``), then
+    ``sorted(key=-score)``; returns row indices in the resulting order (identical tuples are interchangeable)."""
+    sl = scores[rows].tolist()
+    ll = labels[rows].tolist()
+    bl = boxes[rows].tolist()
+    entries: list[tuple] = []
+    where: dict[tuple, list[int]] = {}
+    push, replace = heapq.heappush, heapq.heapreplace
+    for r, s, a, b in zip(rows.tolist(), sl, ll, bl):
+        t = (s, a, b[1], b[0], b[3], b[2])
+        where.setdefault(t, []).append(r)
+        if capacity < 1 or len(entries) < capacity:
+            push(entries, t)
+        elif s > entries[0][0]:
+            replace(entries, t)
+    out = []
+    for t in sorted(entries, key=lambda x: -x[0]):
+        out.append(where[t].pop())
+    return out
+
+
+def _order_rows(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: str, capacity: int,
+                stats: dict | None = None) -> np.ndarray:
+    """Indices of the selected rows in the reference's processing order: keys in ``key_rank`` order, inside a key
+    the reference's score order (stable sort by descending score in MMAction2; the heap of the official script,
+    top-``capacity`` by score when ``capacity > 0``)."""
+    idx = np.flatnonzero(sel)
+    if len(idx) == 0:
+        return idx
+    kr = key_rank[rows.key[idx]]
+    order = idx[np.lexsort((-rows.scores[idx], kr))]
+    if mode != "official":
+        return order
+    # official: simulate the heap where its layout can matter, i.e. keys over capacity, or with two different
+    # boxes of one class at one score (their order decides the greedy matching); elsewhere the score order is it.
+    kr_o = key_rank[rows.key[order]]
+    s_o = rows.scores[order]
+    n = len(order)
+    bounds = np.flatnonzero(np.r_[True, kr_o[1:] != kr_o[:-1], True])
+    gstart, gend = bounds[:-1], bounds[1:]
+    need = np.zeros(len(gstart), bool)
+    if capacity > 0:
+        need |= (gend - gstart) > capacity
+    tie = np.zeros(n, bool)
+    tie[1:] = (kr_o[1:] == kr_o[:-1]) & (s_o[1:] == s_o[:-1])
+    if tie.any():
+        run_head = ~tie
+        run_id = np.cumsum(run_head) - 1
+        in_tie = tie | np.r_[tie[1:], False]
+        t_rows = np.flatnonzero(in_tie)
+        code = run_id[t_rows] * (int(rows.labels.max()) + 1) + rows.labels[order[t_rows]]
+        srt = np.argsort(code, kind="stable")
+        c_s = code[srt]
+        dup = np.flatnonzero(c_s[1:] == c_s[:-1])
+        if len(dup):
+            a = order[t_rows[srt[dup]]]
+            b = order[t_rows[srt[dup + 1]]]
+            diff_box = (rows.boxes[a] != rows.boxes[b]).any(1)
+            amb_pos = t_rows[srt[dup[diff_box]]]
+            grp = np.searchsorted(gstart, amb_pos, side="right") - 1
+            need[grp] = True
+    if not need.any():
+        return order
+    out = order.copy()
+    keep = np.ones(n, bool)
+    n_capped = 0
+    for g in np.flatnonzero(need).tolist():
+        a, b = int(gstart[g]), int(gend[g])
+        grp_rows = np.sort(order[a:b])  # file (arrival) order
+        res = _heap_entries(grp_rows, rows.scores, rows.labels, rows.boxes, capacity)
+        out[a:a + len(res)] = res
+        keep[a + len(res):b] = False
+        n_capped += (b - a) - len(res)
+    if stats is not None:
+        stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + n_capped
+    return out[keep]
+
+
+def _iou_pairs(d: np.ndarray, g: np.ndarray) -> np.ndarray:
+    """IoU of paired boxes (x1, y1, x2, y2), with the reference's operation order (np_box_list_ops.iou)."""
+    ih = np.maximum(0.0, np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]))
+    iw = np.maximum(0.0, np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]))
+    inter = ih * iw
+    a1 = (d[:, 3] - d[:, 1]) * (d[:, 2] - d[:, 0])
+    a2 = (g[:, 3] - g[:, 1]) * (g[:, 2] - g[:, 0])
+    return inter / (a1 + a2 - inter)
+
+
+def voc_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
+    """VOC all-points AP of one class, as ``metrics.compute_precision_recall`` + ``compute_average_precision``:
+    order by ``np.argsort(scores)[::-1]`` (default quicksort, which fixes the order of tied scores)."""
+    if num_gt <= 0:
+        return float("nan")
+    if len(scores) == 0:
+        return 0.0
+    o = np.argsort(scores)[::-1]
+    tpl = tp[o]
+    fpl = (tpl <= 0).astype(float)
+    ctp = np.cumsum(tpl.astype(float))
+    cfp = np.cumsum(fpl)
+    precision = ctp.astype(float) / (ctp + cfp)
+    recall = ctp.astype(float) / num_gt
+    recall = np.concatenate([[0], recall, [1]])
+    precision = np.concatenate([[0], precision, [0]])
+    precision = np.maximum.accumulate(precision[::-1])[::-1]
+    idx = np.where(recall[1:] != recall[:-1])[0] + 1
+    return float(np.sum((recall[idx] - recall[idx - 1]) * precision[idx]))
+
+
+def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excluded: Iterable[str] = (),
+                  mode: str = "mmaction", iou: float = 0.5) -> FrameMAPResult:
+    """Frame mAP of ``det`` against ``gt`` (both read with the label map as whitelist). See :func:`frame_map`."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if gt.mode != mode or det.mode != mode:
+        raise ValueError(f"csvs were read for mode {gt.mode!r}/{det.mode!r}, evaluating in {mode!r}")
+    excluded = set(excluded)
+    ids = [int(c["id"]) for c in categories]
+    names = {int(c["id"]): str(c["name"]) for c in categories}
+    num_class = max(ids)
+    wl = np.zeros(num_class + 1, bool)
+    wl[ids] = True
+    stats: dict = {"gt_rows_skipped_class": int(sum(gt.skipped_classes.values())),
+                   "det_rows_skipped_class": int(sum(det.skipped_classes.values()))}
+    capacity = OFFICIAL_CAPACITY if mode == "official" else 0
+
+    # ---- ground truth: per key (not excluded), the reference's within-key order, then split by class
+    gt_excl = _key_mask(gt.keys, excluded) if excluded else np.zeros(len(gt.keys), bool)
+    gsel = ~gt_excl[gt.key] & wl[np.minimum(gt.labels, num_class)] & (gt.labels <= num_class)
+    stats["gt_keys_excluded"] = int(gt_excl.sum())
+    nk = max(len(gt.keys), 1)
+    gorder = _order_rows(gt, gsel, np.arange(nk), mode, 0)
+    gorder = gorder[np.argsort(gt.labels[gorder].astype(np.int16), kind="stable")]  # (class, key, within)
+    g_boxes = gt.boxes[gorder]
+    g_code = gt.labels[gorder] * nk + gt.key[gorder]
+    num_gt = np.bincount(gt.labels[gorder], minlength=num_class + 1)
+
+    # ---- detections
+    gt_index = {k: i for i, k in enumerate(gt.keys)}
+    d2g = np.fromiter((gt_index.get(k, -1) for k in det.keys), np.int64, len(det.keys))
+    det_excl = _key_mask(det.keys, excluded) if excluded else np.zeros(len(det.keys), bool)
+    dsel = wl[np.minimum(det.labels, num_class)] & (det.labels <= num_class)
+    n_excl_rows = int((det_excl[det.key] & dsel).sum())
+    dsel &= ~det_excl[det.key]
+    unknown = d2g < 0
+    stats["det_keys_excluded"] = int(det_excl.sum())
+    stats["det_keys_not_in_gt"] = int((unknown & ~det_excl).sum())
+    stats["det_rows_excluded"] = n_excl_rows
+    stats["det_rows_not_in_gt"] = int((dsel & unknown[det.key]).sum())
+    if mode == "official":
+        dsel &= ~unknown[det.key]  # keyframes absent from the GT csv are ignored
+    # dict insertion order of the reference: first appearance of a (whitelisted) row of the key
+    nkd = max(len(det.keys), 1)
+    first = np.full(nkd, np.iinfo(np.int64).max)
+    np.minimum.at(first, det.key[dsel], np.flatnonzero(dsel)) if dsel.any() else None
+    key_rank = np.empty(nkd, np.int64)
+    key_rank[np.argsort(first, kind="stable")] = np.arange(nkd)
+    dorder = _order_rows(det, dsel, key_rank, mode, capacity, stats)
+    b = det.boxes[dorder]
+    valid = (b[:, 1] < b[:, 3]) & (b[:, 0] < b[:, 2])
+    stats["det_rows_invalid_box"] = int((~valid).sum())
+    dorder = dorder[valid]
+    dorder = dorder[np.argsort(det.labels[dorder].astype(np.int16), kind="stable")]  # (class, key rank, within)
+    d_lab = det.labels[dorder]
+    d_scores = det.scores[dorder]
+    d_boxes = det.boxes[dorder]
+    d_gkey = d2g[det.key[dorder]]
+    stats["det_rows_evaluated"] = int(len(dorder))
+
+    # ---- greedy matching, vectorised: a detection takes its first argmax-IoU GT of the same (key, class);
+    # it is a TP iff that IoU >= thr and no earlier such detection of the group took the same GT.
+    nd = len(dorder)
+    tp = np.zeros(nd, bool)
+    has = d_gkey >= 0
+    if nd and len(g_code):
+        code = np.where(has, d_lab * nk + d_gkey, -1)
+        lo = np.searchsorted(g_code, code, "left")
+        hi = np.searchsorted(g_code, code, "right")
+        ng = np.where(has, hi - lo, 0)
+        di = np.flatnonzero(ng > 0)
+        if len(di):
+            cnt = ng[di]
+            seg = np.zeros(len(di), np.int64)
+            np.cumsum(cnt[:-1], out=seg[1:])
+            tot = int(cnt.sum())
+            pd = np.repeat(np.arange(len(di)), cnt)
+            local = np.arange(tot) - seg[pd]
+            pg = lo[di][pd] + local
+            ious = _iou_pairs(d_boxes[di][pd], g_boxes[pg])
+            mx = np.maximum.reduceat(ious, seg)
+            first_max = np.minimum.reduceat(np.where(ious == mx[pd], local, tot), seg)
+            best = lo[di] + first_max
+            cand = mx >= iou
+            ci = np.flatnonzero(cand)
+            _, fi = np.unique(best[ci], return_index=True)
+            tp[di[ci[fi]]] = True
+
+    # ---- per-class AP
+    ap = np.full(num_class, np.nan)
+    cls_bounds = np.searchsorted(d_lab, np.arange(num_class + 2))
+    for c in range(1, num_class + 1):
+        if num_gt[c] == 0:
+            continue
+        a, z = cls_bounds[c], cls_bounds[c + 1]
+        ap[c - 1] = voc_average_precision(d_scores[a:z], tp[a:z], int(num_gt[c]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        mean_ap = float(np.nanmean(ap)) if (~np.isnan(ap)).any() else float("nan")
+    per_class = {c: float(ap[c - 1]) for c in ids}
+    groups = {}
+    for gname, (lo_id, hi_id) in CATEGORY_GROUPS.items():
+        vals = [per_class[c] for c in ids if lo_id <= c <= hi_id and not np.isnan(per_class[c])]
+        groups[gname] = float(np.mean(vals)) if vals else float("nan")
+    return FrameMAPResult(mean_ap, per_class, names, {c: int(num_gt[c]) for c in ids}, groups, mode, iou, stats)
+
+
+def _load_labelmap(label_map) -> tuple[list[dict], list[int]]:
+    if isinstance(label_map, (str, os.PathLike)):
+        return read_labelmap(label_map)
+    if isinstance(label_map, tuple) and len(label_map) == 2 and not isinstance(label_map[0], Mapping):
+        cats = list(label_map[0])
+    else:
+        cats = list(label_map)
+    cats = [{"id": int(c["id"]), "name": str(c["name"])} for c in cats]
+    if not cats:
+        raise ValueError("empty label map")
+    return cats, [c["id"] for c in cats]
+
+
+def frame_map(gt, detections, label_map, exclusions=None, mode: str = "mmaction", iou: float = 0.5,
+              custom_classes: Sequence[int] | None = None, logger: logging.Logger | None = None) -> FrameMAPResult:
+    """AVA frame mAP@``iou``.
+
+    ``gt`` / ``detections``: csv paths or :class:`AVARows` read for the same ``mode``. ``label_map``: a pbtxt path,
+    ``(categories, ids)`` or a list of ``{'id', 'name'}``. ``exclusions``: a csv path, a set of image keys or None.
+
+    ``mode='mmaction'`` is MMAction2 0.x ``ava_eval``: exclusions drop GT and detection keyframes, no per-keyframe
+    cap, detections on keyframes absent from the GT are false positives. ``mode='official'`` is ActivityNet's
+    ``get_ava_performance.py``: top-50 detections per keyframe, keys ``video,%.6f``, detections on keyframes absent
+    from the GT csv ignored (2-column GT rows list keyframes without boxes: their detections are false positives).
+    Both: Pascal VOC all-points AP per class at IoU >= ``iou`` with greedy matching by score, mean over the
+    label-map classes that have GT.
+    """
+    log = logger or logging.getLogger(__name__)
+    categories, ids = _load_labelmap(label_map)
+    if custom_classes is not None:
+        custom = [int(c) for c in custom_classes]
+        missing = sorted(set(custom) - set(ids))
+        if missing:
+            raise ValueError(f"custom_classes {missing} are not in the label map")
+        categories = [c for c in categories if c["id"] in custom]
+        ids = [c["id"] for c in categories]
+    if not isinstance(gt, AVARows):
+        gt = read_ava_csv(gt, "gt", mode, ids)
+    if not isinstance(detections, AVARows):
+        detections = read_ava_csv(detections, "det", mode, ids)
+    if exclusions is None:
+        excluded: set[str] = set()
+    elif isinstance(exclusions, (str, os.PathLike)):
+        excluded = read_exclusions(exclusions, mode)
+    else:
+        excluded = set(exclusions)
+    if detections.num_rows == 0:
+        log.warning("%s: no detections; every class with ground truth gets AP 0", detections.path)
+    res = evaluate_rows(gt, detections, categories, excluded, mode, iou)
+    st = res.stats
+    if st["gt_rows_skipped_class"] or st["det_rows_skipped_class"]:
+        log.info("skipped rows with classes outside the label map: %d GT, %d detections",
+                 st["gt_rows_skipped_class"], st["det_rows_skipped_class"])
+    if st["det_keys_not_in_gt"]:
+        what = "ignored" if mode == "official" else "counted as false positives"
+        log.warning("%s: %d keyframes (%d rows) are not in the ground truth: %s", detections.path,
+                    st["det_keys_not_in_gt"], st["det_rows_not_in_gt"], what)
+    if st["det_rows_invalid_box"]:
+        log.warning("%s: %d detections with zero-area boxes dropped", detections.path, st["det_rows_invalid_box"])
+    return res
+
+
+class AVAFrameEvaluator:
+    """Accumulate detector outputs and compute the frame mAP (``reset`` / ``process`` / ``evaluate``).
+
+    ``process(img_keys, results)`` takes per-sample image keys (``'video,ts'`` strings, ``(video, ts)`` pairs or
+    dicts with ``video_id`` / ``timestamp``) and per-sample detector outputs (a list over the classes of ``[k, 5]``
+    arrays ``x1, y1, x2, y2, score``). ``evaluate()`` formats them exactly like :func:`results2csv` (values rounded
+    to ``decimals`` as the csv round trip of MMAction2 does; ``decimals=None`` keeps full precision) and evaluates.
+    """
+
+    def __init__(self, gt, label_map, exclusions=None, mode: str = "mmaction", iou: float = 0.5,
+                 custom_classes: Sequence[int] | None = None, decimals: int | None = 3):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.categories, self.ids = _load_labelmap(label_map)
+        self.gt, self.exclusions, self.mode, self.iou = gt, exclusions, mode, iou
+        self.custom_classes = custom_classes
+        self.decimals = decimals
+        self._gt_rows: AVARows | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self._chunks: list[str] = []
+
+    def process(self, img_keys: Sequence, results: Sequence) -> None:
+        if len(img_keys) != len(results):
+            raise ValueError(f"{len(img_keys)} image keys for {len(results)} results")
+        self._chunks.append("".join(_format_rows(results, img_keys, self.custom_classes, self.decimals)))
+
+    def evaluate(self) -> FrameMAPResult:
+        ids = self.ids if self.custom_classes is None else [int(c) for c in self.custom_classes]
+        if self._gt_rows is None:
+            self._gt_rows = self.gt if isinstance(self.gt, AVARows) else read_ava_csv(self.gt, "gt", self.mode, ids)
+        det = read_ava_csv("<AVAFrameEvaluator results>", "det", self.mode, ids,
+                           data="".join(self._chunks).encode("utf-8"))
+        return frame_map(self._gt_rows, det, self.categories, self.exclusions, self.mode, self.iou,
+                         self.custom_classes)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Results csv
+# ---------------------------------------------------------------------------------------------------------------------
+def _split_key(item) -> tuple[str, int | str]:
+    if isinstance(item, Mapping):
+        return str(item["video_id"]), item["timestamp"]
+    if isinstance(item, str):
+        vid, sep, ts = item.rpartition(",")
+        if not sep:
+            raise ValueError(f"image key {item!r} is not 'video_id,timestamp'")
+        return vid, ts
+    vid, ts = item
+    return str(vid), ts
+
+
+def _format_rows(results: Sequence, img_keys: Sequence, custom_classes=None, decimals: int | None = 3) -> list[str]:
+    fmt = (lambda x: f"{x:.{decimals}f}") if decimals is not None else repr
+    lines: list[str] = []
+    for sample, item in zip(results, img_keys):
+        vid, ts = _split_key(item)
+        ts_s = str(int(ts)) if isinstance(ts, (int, np.integer)) or str(ts).strip().isdigit() else str(ts)
+        for label, arr in enumerate(sample):
+            arr = np.asarray(arr)
+            if arr.size == 0:
+                continue
+            if arr.ndim != 2 or arr.shape[1] < 5:
+                raise ValueError(f"class {label} of {vid},{ts}: expected a [k, 5] array, got shape {arr.shape}")
+            if custom_classes is not None:
+                if label + 1 >= len(custom_classes) + 1:
+                    raise ValueError(f"class index {label} has no entry in custom_classes")
+                action = int(custom_classes[label])
+            else:
+                action = label + 1
+            for x1, y1, x2, y2, s in arr[:, :5].tolist():
+                lines.append(f"{vid},{ts_s},{fmt(x1)},{fmt(y1)},{fmt(x2)},{fmt(y2)},{action},{fmt(s)}\n")
+    return lines
+
+
+def results2csv(results: Sequence, img_keys, out_path: str | os.PathLike, custom_classes: Sequence[int] | None = None,
+                decimals: int | None = 3) -> int:
+    """Write detector results as MMAction2's ``results2csv`` does (atomically); returns the number of rows.
+
+    ``results[i]`` is a list over classes (index ``l`` -> action ``l+1``, or ``custom_classes[l]``) of ``[k, 5]``
+    arrays ``x1, y1, x2, y2, score``; ``img_keys`` is the matching sequence of ``'video,ts'`` keys, ``(video, ts)``
+    pairs or dataset ``video_infos`` dicts (or a dataset with ``video_infos``). Rows:
+    ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` with floats as ``f'{x:.3f}'``.
+    """
+    if hasattr(img_keys, "video_infos"):
+        img_keys = img_keys.video_infos
+    if len(img_keys) != len(results):
+        raise ValueError(f"{len(results)} results for {len(img_keys)} samples")
+    lines = _format_rows(results, img_keys, custom_classes, decimals)
+    with atomic_write(out_path, "w", encoding="utf-8") as f:
+        f.write("".join(lines))
+    return len(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Command line: actionkit eval-ava
+# ---------------------------------------------------------------------------------------------------------------------
+def _fmt(x: float) -> str:
+    return "nan" if x is None or np.isnan(x) else f"{x:.6f}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="actionkit eval-ava", description="AVA frame mAP@0.5IoU of a detection csv.")
+    p.add_argument("--gt", required=True, help="ground-truth csv (video,ts,x1,y1,x2,y2,action[,person])")
+    p.add_argument("--det", required=True, help="detection csv (video,ts,x1,y1,x2,y2,action,score)")
+    p.add_argument("--label-map", required=True, help="label map pbtxt (the evaluated classes)")
+    p.add_argument("--exclude", default=None, help="csv of excluded video,timestamp keyframes")
+    p.add_argument("--official", action="store_true",
+                   help="ActivityNet get_ava_performance.py rules (top-50 per keyframe, unknown keyframes ignored)")
+    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--json", default=None, help="write the results as json here")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    mode = "official" if args.official else "mmaction"
+    try:
+        res = frame_map(args.gt, args.det, args.label_map, args.exclude, mode, args.iou)
+    except (AVAFormatError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    thr = f"{args.iou:g}"
+    print(f"mode: {mode}")
+    print(f"mAP@{thr}IOU = {_fmt(res.mAP)}")
+    for gname, v in res.groups.items():
+        print(f"{gname:16s} AP = {_fmt(v)}")
+    print(f"{'id':>4s}  {'num_gt':>7s}  {'AP':>9s}  name")
+    for cid, ap in res.per_class.items():
+        print(f"{cid:4d}  {res.num_gt[cid]:7d}  {_fmt(ap):>9s}  {res.names[cid]}")
+    for k, v in res.stats.items():
+        print(f"{k}: {v}")
+    if args.json:
+        with atomic_write(args.json, "w", encoding="utf-8") as f:
+            json.dump(res.to_json(), f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

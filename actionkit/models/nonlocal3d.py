@@ -47,12 +47,14 @@ class NonLocal3d(nn.Module):
         self.sub_sample = bool(sub_sample)
 
         g = ConvModule(self.in_channels, self.inter_channels, 1, conv_cfg=conv_cfg, act_cfg=None)
+        self.g = g  # registration order = mmcv's state-dict order: g, conv_out, theta, phi
         self.conv_out = ConvModule(self.inter_channels, self.in_channels, 1, conv_cfg=conv_cfg,
                                    norm_cfg=norm_cfg, act_cfg=None)
         theta = phi = None
         if mode != "gaussian":
             theta = ConvModule(self.in_channels, self.inter_channels, 1, conv_cfg=conv_cfg, act_cfg=None)
             phi = ConvModule(self.in_channels, self.inter_channels, 1, conv_cfg=conv_cfg, act_cfg=None)
+            self.theta, self.phi = theta, phi
         # construction-time init (mmcv _NonLocalNd.init_weights)
         for m in (g, theta, phi):
             if m is not None:

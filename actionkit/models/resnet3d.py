@@ -47,13 +47,9 @@ def _per_block(value: int | Sequence[int], blocks: int, what: str) -> tuple[int,
 # checkpoint files
 # ----------------------------------------------------------------------------------------------
 
-def load_state_dict_file(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Read a state dict from a local ``.pth`` file (``weights_only=True``; ``{'state_dict': ...}`` unwrapped).
-
-    ``torchvision://`` / ``open-mmlab://`` / ``http(s)://`` names cannot be fetched here: a clear error
-    asks for a local file path instead.
-    """
-    name = os.fspath(path)
+def _check_local_file(name: str, what: str) -> None:
+    """``torchvision://`` / ``open-mmlab://`` / ``http(s)://`` names cannot be fetched here: a clear error
+    asks for a local file path instead; a missing file names the path."""
     if "://" in name:
         scheme = name.split("://", 1)[0]
         raise FileNotFoundError(
@@ -63,6 +59,12 @@ def load_state_dict_file(path: str | os.PathLike, what: str = "checkpoint") -> d
             f"'torchvision://resnet50').")
     if not os.path.isfile(name):
         raise FileNotFoundError(f"{what} file not found: '{name}' (pass an existing local .pth file path)")
+
+
+def load_state_dict_file(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """Read a state dict from a local ``.pth`` file (``weights_only=True``; ``{'state_dict': ...}`` unwrapped)."""
+    name = os.fspath(path)
+    _check_local_file(name, what)
     try:
         obj = torch.load(name, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -77,6 +79,7 @@ def load_state_dict_file(path: str | os.PathLike, what: str = "checkpoint") -> d
 
 def load_3d_checkpoint(module: nn.Module, path: str, strict: bool = False) -> None:
     """Load a full 3D checkpoint into ``module`` (the ``pretrained2d=False`` / SlowFast path)."""
+    _check_local_file(os.fspath(path), "3D checkpoint")
     try:
         from actionkit.engine.checkpoint import load_checkpoint  # the shared loader when present
     except ImportError:

@@ -1,0 +1,537 @@
+"""The epoch-based training loop (MMAction2 0.x ``train_model`` + the mmcv 1.x runner hooks it relies on).
+
+Reproducibility: the data order is a pure function of ``(seed, epoch)`` (:class:`EpochBatchSampler`),
+random augmentation is seeded per sample from ``(seed, epoch, index)`` (:class:`SeededDataset`), the lr is a
+pure function of ``(epoch, iteration)`` and checkpoints hold the model, optimizer, AMP scaler, epoch,
+iteration, position inside the epoch and every rank's RNG states.  ``checkpoint_config.by_iter_interval=N``
+additionally writes ``latest.pth`` every N iterations inside an epoch; resuming from any checkpoint gives
+the same weights as an uninterrupted run.
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import math
+import os
+import random
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data.dataloader import default_collate
+
+from ..config import to_plain
+from ..registry import DATASETS, ConfigError
+from .checkpoint import copy_checkpoint, get_rng_state, load_checkpoint, safe_load, save_checkpoint, set_rng_state
+from .distributed import (DistributedTestSampler, EpochBatchSampler, SeededDataset, all_gather_object,
+                          broadcast_object, get_dist_info, is_dist, reduce_mean, sync_random_seed)
+from .logging import TrainLogger, get_logger
+from .optim import build_optimizer, clip_grads
+from .schedule import LrScheduler
+from .test import autocast_context, model_device, multi_gpu_test, single_gpu_test, to_device, unwrap_model
+
+# keys of cfg.evaluation consumed by the hook (the rest goes to dataset.evaluate)
+_EVAL_HOOK_KEYS = ("interval", "start", "save_best", "rule", "gpu_collect", "tmpdir", "by_epoch",
+                   "broadcast_bn_buffers", "out_dir", "less_keys", "greater_keys")
+_GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP", "mDice", "mIoU", "mAcc", "aAcc", "recall")
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def set_random_seed(seed: int, deterministic: bool = False, rank_shift: bool = False) -> None:
+    """Seed python, numpy and torch (+ CUDA); ``deterministic`` also sets deterministic algorithms."""
+    if rank_shift:
+        seed += get_dist_info()[0]
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+    os.environ["PYTHONHASHSEED"] = str(seed)
+    if deterministic:
+        set_deterministic()
+
+
+def set_deterministic() -> None:
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+    """MMAction2 ``_parse_losses``: mean every entry, sum those whose key contains ``'loss'``.
+
+    Returns the total loss (a tensor with grad) and the log variables (floats, averaged across ranks).
+    """
+    log_vars: dict[str, torch.Tensor] = {}
+    for name, value in losses.items():
+        if isinstance(value, torch.Tensor):
+            log_vars[name] = value.float().mean()
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, torch.Tensor) for v in value):
+            log_vars[name] = sum(v.float().mean() for v in value)
+        elif isinstance(value, (int, float)):
+            log_vars[name] = torch.tensor(float(value))
+        else:
+            raise TypeError(f"{name} is not a tensor or list of tensors")
+    loss_terms = [v for k, v in log_vars.items() if "loss" in k]
+    if not loss_terms:
+        raise ValueError(f"the model returned no entry whose key contains 'loss' (got {list(losses)})")
+    loss = sum(loss_terms)
+    log_vars["loss"] = loss
+    out: dict[str, float] = {}
+    for k, v in log_vars.items():
+        out[k] = reduce_mean(v.detach().item()) if is_dist() else float(v.detach().item())
+    return loss, out
+
+
+def dataset_collate(dataset: Any) -> Callable:
+    fn = getattr(dataset, "collate_fn", None)
+    return fn if callable(fn) else default_collate
+
+
+class WorkerInit:
+    """Seeds each loader worker from ``(seed, rank, worker_id)`` (augmentation is seeded per sample anyway)."""
+
+    def __init__(self, seed: int, rank: int, num_workers: int):
+        self.seed, self.rank, self.num_workers = int(seed), rank, num_workers
+
+    def __call__(self, worker_id: int) -> None:
+        s = (self.num_workers * self.rank + worker_id + self.seed) % 2 ** 32
+        random.seed(s)
+        np.random.seed(s)
+        torch.manual_seed(s)
+
+
+def _loader_settings(cfg: Mapping, which: str) -> dict:
+    data = cfg.get("data", {})
+    override = dict(data.get(f"{which}_dataloader", {}) or {})
+    default_vpg = data.get("videos_per_gpu", 1) if which == "train" else 1
+    return {
+        "videos_per_gpu": override.get("videos_per_gpu", default_vpg),
+        "workers_per_gpu": override.get("workers_per_gpu", data.get("workers_per_gpu", 1)),
+        "drop_last": override.get("drop_last", False),
+        "pin_memory": override.get("pin_memory", torch.cuda.is_available()),
+        "persistent_workers": override.get("persistent_workers", data.get("persistent_workers", False)),
+    }
+
+
+def build_train_loader(dataset: Any, cfg: Mapping, seed: int) -> tuple[DataLoader, EpochBatchSampler]:
+    s = _loader_settings(cfg, "train")
+    rank, world = get_dist_info()
+    bs = EpochBatchSampler(len(dataset), s["videos_per_gpu"], shuffle=True, seed=seed, rank=rank,
+                           world_size=world, drop_last=s["drop_last"])
+    workers = int(s["workers_per_gpu"])
+    g = torch.Generator()
+    g.manual_seed(seed)
+    loader = DataLoader(SeededDataset(dataset, seed), batch_sampler=bs, num_workers=workers,
+                        collate_fn=dataset_collate(dataset), pin_memory=bool(s["pin_memory"]),
+                        worker_init_fn=WorkerInit(seed, rank, workers), generator=g,
+                        persistent_workers=bool(s["persistent_workers"]) and workers > 0)
+    return loader, bs
+
+
+def build_test_loader(dataset: Any, cfg: Mapping, which: str = "test", distributed: bool | None = None,
+                      seed: int = 0) -> DataLoader:
+    """Loader in dataset order; a padded :class:`DistributedTestSampler` shard per rank when distributed."""
+    s = _loader_settings(cfg, which)
+    distributed = is_dist() if distributed is None else distributed
+    sampler = DistributedTestSampler(len(dataset)) if distributed else None
+    workers = int(s["workers_per_gpu"])
+    g = torch.Generator()
+    g.manual_seed(seed)
+    return DataLoader(SeededDataset(dataset, seed), batch_size=s["videos_per_gpu"], shuffle=False, sampler=sampler,
+                      num_workers=workers, collate_fn=dataset_collate(dataset), pin_memory=bool(s["pin_memory"]),
+                      generator=g, worker_init_fn=WorkerInit(seed, get_dist_info()[0], workers))
+
+
+def evaluate_dataset(dataset: Any, results: list, eval_cfg: Mapping, logger: logging.Logger | None = None) -> dict:
+    """``dataset.evaluate(results, **kwargs)`` with only the arguments its signature accepts."""
+    kwargs = {k: v for k, v in dict(eval_cfg).items() if k not in _EVAL_HOOK_KEYS}
+    if "metric" in kwargs and "metrics" not in kwargs:
+        kwargs["metrics"] = kwargs.pop("metric")
+    try:
+        params = inspect.signature(dataset.evaluate).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        dropped = [k for k in kwargs if k not in params]
+        if dropped:
+            (logger or logging.getLogger("actionkit")).warning(
+                "evaluation options %s are not accepted by %s.evaluate and are ignored", dropped,
+                type(dataset).__name__)
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    if "logger" in params or not params:
+        kwargs["logger"] = logger
+    return dict(dataset.evaluate(results, **kwargs))
+
+
+def broadcast_bn_buffers(model: nn.Module) -> None:
+    if not is_dist():
+        return
+    for m in unwrap_model(model).modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
+            dist.broadcast(m.running_mean, 0)
+            dist.broadcast(m.running_var, 0)
+
+
+def precise_bn(model: nn.Module, loader: Any, num_iters: int, amp: bool = False,
+               logger: logging.Logger | None = None) -> int:
+    """Recompute BN running statistics as the arithmetic mean of ``num_iters`` train batches' statistics
+    (MMAction2 ``mmaction/utils/precise_bn.py``); averaged across ranks.  Returns the batches used."""
+    net = unwrap_model(model)
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not bns or num_iters <= 0:
+        return 0
+    was_training = net.training
+    net.train()
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.momentum = 1.0
+    sums_mean = [torch.zeros_like(m.running_mean) for m in bns]
+    sums_var = [torch.zeros_like(m.running_var) for m in bns]
+    device = model_device(net)
+    n = 0
+    with torch.no_grad():
+        for data in loader:
+            if n >= num_iters:
+                break
+            with autocast_context(amp, device):
+                net(return_loss=False, **to_device(data, device))
+            for i, m in enumerate(bns):
+                sums_mean[i] += m.running_mean
+                sums_var[i] += m.running_var
+            n += 1
+    for i, m in enumerate(bns):
+        m.momentum = momenta[i]
+        if n:
+            mean, var = sums_mean[i] / n, sums_var[i] / n
+            if is_dist():
+                dist.all_reduce(mean)
+                dist.all_reduce(var)
+                mean /= dist.get_world_size()
+                var /= dist.get_world_size()
+            m.running_mean.copy_(mean)
+            m.running_var.copy_(var)
+    net.train(was_training)
+    if logger is not None:
+        logger.info("PreciseBN: recomputed %d BN layers' statistics over %d batches", len(bns), n)
+    return n
+
+
+def _max_epochs(cfg: Mapping) -> int:
+    if "total_epochs" in cfg:
+        return int(cfg["total_epochs"])
+    runner = cfg.get("runner") or {}
+    if "max_epochs" in runner:
+        return int(runner["max_epochs"])
+    raise ConfigError("is required (number of training epochs)", "total_epochs", getattr(cfg, "filename", None))
+
+
+def _best_rule(key: str, rule: str | None) -> str:
+    if rule is not None:
+        if rule not in ("greater", "less"):
+            raise ConfigError("rule must be 'greater' or 'less'", "evaluation.rule")
+        return rule
+    return "less" if "loss" in key.lower() else "greater"
+
+
+# --------------------------------------------------------------------------------------------- the loop
+def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, distributed: bool = False,
+                validate: bool = False, timestamp: str | None = None, meta: Mapping | None = None,
+                amp: bool | None = None, deterministic: bool = False, test: Mapping | None = None,
+                logger: logging.Logger | None = None) -> dict:
+    """Train ``model`` on ``datasets[0]`` following ``cfg`` (MMAction2 0.x schema).
+
+    Returns a summary dict: ``epoch``, ``iter``, ``last_checkpoint``, ``best_checkpoint``, ``best_score``,
+    ``eval_results`` (last validation), ``test_results`` (``--test-last`` / ``--test-best``).
+    """
+    filename = getattr(cfg, "filename", None)
+    timestamp = timestamp or time.strftime("%Y%m%d_%H%M%S", time.localtime())
+    work_dir = Path(cfg.get("work_dir") or "./work_dirs/default")
+    rank, world = get_dist_info()
+    if distributed and not is_dist():
+        raise RuntimeError("train_model(distributed=True) needs an initialised process group (init_dist)")
+    if rank == 0:
+        work_dir.mkdir(parents=True, exist_ok=True)
+    logger = logger or get_logger(work_dir / f"{timestamp}.log")
+    tlog = TrainLogger(work_dir, timestamp, logger, tensorboard=any(
+        isinstance(h, Mapping) and h.get("type") == "TensorboardLoggerHook"
+        for h in (cfg.get("log_config") or {}).get("hooks", [])))
+    meta = dict(meta or {})
+    if meta:
+        tlog.dump_json({k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))})
+    if deterministic:
+        set_deterministic()
+    for entry in cfg.get("workflow", [("train", 1)]):
+        if tuple(entry)[0] != "train":
+            logger.warning("workflow entry %s is ignored: only training epochs run (use --validate)", entry)
+
+    dataset = datasets[0] if isinstance(datasets, (list, tuple)) else datasets
+    seed = sync_random_seed(cfg.get("seed"))
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % max(torch.cuda.device_count(), 1)}"
+                          if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    loader, batch_sampler = build_train_loader(dataset, cfg, seed)
+    iters_per_epoch = batch_sampler.num_batches
+    if iters_per_epoch == 0:
+        raise ConfigError(f"the training set ({len(dataset)} samples) gives no batch of "
+                          f"{batch_sampler.batch_size}", "data.videos_per_gpu", filename)
+    max_epochs = _max_epochs(cfg)
+    max_iters = max_epochs * iters_per_epoch
+
+    if "optimizer" not in cfg:
+        raise ConfigError("is required", "optimizer", filename)
+    optimizer = build_optimizer(model, cfg["optimizer"], filename)
+    scheduler = LrScheduler.from_config(optimizer, cfg.get("lr_config"), filename)
+    grad_clip = (cfg.get("optimizer_config") or {}).get("grad_clip")
+    use_amp = bool(amp) if amp is not None else bool(cfg.get("fp16"))
+    scaler = torch.amp.GradScaler("cuda") if use_amp and device.type == "cuda" else None
+
+    # ---- load_from / resume_from (resume wins, as in mmcv)
+    start_epoch, global_iter, start_inner = 0, 0, 0
+    hook_msgs: dict[str, Any] = {}
+    resume_from = cfg.get("resume_from")
+    if resume_from:
+        ckpt = safe_load(resume_from, map_location="cpu")
+        load_checkpoint(model, resume_from, strict=False, logger=logger)
+        if "optimizer" in ckpt and isinstance(ckpt["optimizer"], Mapping):
+            optimizer.load_state_dict(ckpt["optimizer"])
+        if "scheduler" in ckpt and isinstance(ckpt["scheduler"], Mapping):
+            scheduler.load_state_dict(ckpt["scheduler"])
+        if scaler is not None and "amp_scaler" in ckpt:
+            scaler.load_state_dict(ckpt["amp_scaler"])
+        cmeta = ckpt.get("meta") or {}
+        start_epoch = int(cmeta.get("epoch", 0))
+        global_iter = int(cmeta.get("iter", start_epoch * iters_per_epoch))
+        start_inner = int(cmeta.get("inner_iter", 0))
+        hook_msgs = dict(cmeta.get("hook_msgs") or {})
+        rng = cmeta.get("rng_states")
+        if isinstance(rng, list) and len(rng) == world:
+            set_rng_state(rng[rank])
+        elif rng is not None:
+            logger.warning("checkpoint RNG states are for %d processes, this run has %d; not restored",
+                           len(rng), world)
+        logger.info("resumed from %s: epoch %d, iter %d (inner %d)", resume_from, start_epoch, global_iter,
+                    start_inner)
+    elif cfg.get("load_from"):
+        load_checkpoint(model, cfg["load_from"], strict=False, logger=logger)
+        logger.info("load checkpoint from %s", cfg["load_from"])
+
+    if distributed:
+        ddp_kwargs = {"find_unused_parameters": bool(cfg.get("find_unused_parameters", False))}
+        if device.type == "cuda":
+            ddp_kwargs["device_ids"] = [device.index]
+        model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
+
+    # ---- hooks configuration
+    ckpt_cfg = dict(cfg.get("checkpoint_config") or {})
+    ckpt_interval = int(ckpt_cfg.get("interval", 1))
+    by_iter_interval = int(ckpt_cfg.get("by_iter_interval", 0) or 0)
+    max_keep = int(ckpt_cfg.get("max_keep_ckpts", -1))
+    save_last = bool(ckpt_cfg.get("save_last", True))
+    ckpt_meta_extra = dict(ckpt_cfg.get("meta") or {})
+    log_interval = int((cfg.get("log_config") or {}).get("interval", 20))
+    eval_cfg = dict(cfg.get("evaluation") or {})
+    eval_interval = int(eval_cfg.get("interval", 1))
+    eval_start = eval_cfg.get("start")
+    save_best = eval_cfg.get("save_best")
+    pbn_cfg = cfg.get("precise_bn")
+
+    val_dataset = val_loader = None
+    if validate:
+        if "val" not in cfg.get("data", {}):
+            raise ConfigError("is required with --validate", "data.val", filename)
+        val_dataset = DATASETS.build(cfg["data"]["val"], key="data.val", filename=filename, test_mode=True)
+        val_loader = build_test_loader(val_dataset, cfg, "val", distributed, seed)
+
+    def make_meta(epoch_done: int, inner: int) -> dict:
+        m = {**ckpt_meta_extra, **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
+             "epoch": epoch_done, "iter": global_iter, "inner_iter": inner, "seed": seed,
+             "time": time.asctime(), "world_size": world,
+             "config": cfg.pretty_text() if hasattr(cfg, "pretty_text") else repr(to_plain(dict(cfg))),
+             "hook_msgs": dict(hook_msgs), "rng_states": all_gather_object(get_rng_state())}
+        return m
+
+    def write_ckpt(path: Path, epoch_done: int, inner: int) -> None:
+        m = make_meta(epoch_done, inner)  # collective: every rank takes part
+        if rank == 0:
+            extra = {"amp_scaler": scaler.state_dict()} if scaler is not None else None
+            save_checkpoint(path, model, optimizer, scheduler, meta=m, extra=extra)
+
+    summary: dict[str, Any] = {"best_checkpoint": hook_msgs.get("best_ckpt"),
+                               "best_score": hook_msgs.get("best_score"), "eval_results": None,
+                               "last_checkpoint": None}
+    logger.info("Start running, work_dir: %s, max: %d epochs (%d iters/epoch)", work_dir, max_epochs, iters_per_epoch)
+    t_start = time.time()
+    iters_run = 0
+    lr = scheduler.lrs_at(start_epoch, global_iter, iters_per_epoch, max_epochs)[0]
+    for epoch in range(start_epoch, max_epochs):
+        batch_sampler.set_epoch(epoch)
+        inner = start_inner if epoch == start_epoch else 0
+        batch_sampler.set_start_batch(inner)
+        model.train()
+        buf: dict[str, list[float]] = {}
+        t_data = time.time()
+        for data in loader:
+            data_time = time.time() - t_data
+            lr = scheduler.step(epoch, global_iter, iters_per_epoch, max_epochs)[0]
+            data = to_device(data, device)
+            with autocast_context(use_amp, device):
+                outputs = model(**data, return_loss=True)
+            loss, log_vars = parse_losses(outputs)
+            if not math.isfinite(log_vars["loss"]):
+                logger.warning("non-finite loss %s at epoch %d iter %d", log_vars["loss"], epoch + 1, inner + 1)
+            optimizer.zero_grad()
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                if grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    norm = clip_grads(unwrap_model(model).parameters(), **grad_clip)
+                    if norm is not None:
+                        log_vars["grad_norm"] = float(norm)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                if grad_clip is not None:
+                    norm = clip_grads(unwrap_model(model).parameters(), **grad_clip)
+                    if norm is not None:
+                        log_vars["grad_norm"] = float(norm)
+                optimizer.step()
+            global_iter += 1
+            inner += 1
+            iters_run += 1
+            iter_time = time.time() - t_data
+            for k, v in {**log_vars, "time": iter_time, "data_time": data_time}.items():
+                buf.setdefault(k, []).append(v)
+            if inner % log_interval == 0:
+                avg = {k: float(np.mean(v)) for k, v in buf.items()}
+                t_avg, d_avg = avg.pop("time"), avg.pop("data_time")
+                eta = (time.time() - t_start) / iters_run * (max_iters - global_iter)
+                tlog.log_train(epoch + 1, inner, iters_per_epoch, global_iter, lr, avg, t_avg, d_avg, eta)
+                buf = {}
+            if by_iter_interval and global_iter % by_iter_interval == 0 and inner < iters_per_epoch:
+                write_ckpt(work_dir / "latest.pth", epoch, inner)
+            t_data = time.time()
+        epoch_done = epoch + 1
+
+        if pbn_cfg and epoch_done % int(pbn_cfg.get("interval", 1)) == 0:
+            pbn_sampler = EpochBatchSampler(len(dataset), batch_sampler.batch_size, True, seed + 7919, rank, world,
+                                            batch_sampler.drop_last)
+            pbn_sampler.set_epoch(epoch)
+            pbn_loader = DataLoader(SeededDataset(dataset, seed + 7919), batch_sampler=pbn_sampler,
+                                    num_workers=loader.num_workers, collate_fn=loader.collate_fn,
+                                    worker_init_fn=loader.worker_init_fn, generator=torch.Generator())
+            precise_bn(model, pbn_loader, int(pbn_cfg.get("num_iters", 200)), use_amp, logger)
+
+        if epoch_done % ckpt_interval == 0 or (save_last and epoch_done == max_epochs):
+            path = work_dir / f"epoch_{epoch_done}.pth"
+            write_ckpt(path, epoch_done, 0)
+            if rank == 0:
+                copy_checkpoint(path, work_dir / "latest.pth")
+                if max_keep > 0:
+                    for old in range(epoch_done - max_keep * ckpt_interval, 0, -ckpt_interval):
+                        p = work_dir / f"epoch_{old}.pth"
+                        if p.exists():
+                            p.unlink()
+            summary["last_checkpoint"] = str(path)
+            logger.info("Saving checkpoint at %d epochs", epoch_done)
+
+        if validate and _should_evaluate(epoch, eval_interval, eval_start):
+            if eval_cfg.get("broadcast_bn_buffers", True):
+                broadcast_bn_buffers(model)
+            if distributed:
+                results = multi_gpu_test(model, val_loader, amp=use_amp)
+            else:
+                results = single_gpu_test(model, val_loader, amp=use_amp)
+            eval_res = evaluate_dataset(val_dataset, results, eval_cfg, logger) if rank == 0 else None
+            eval_res = broadcast_object(eval_res)
+            summary["eval_results"] = eval_res
+            tlog.log_val(epoch_done, global_iter, lr, eval_res)
+            if save_best and eval_res:
+                key = next(iter(eval_res)) if save_best == "auto" else save_best
+                if key not in eval_res:
+                    raise ConfigError(f"'{key}' is not among the evaluation results {list(eval_res)}",
+                                      "evaluation.save_best", filename)
+                rule = _best_rule(key, eval_cfg.get("rule"))
+                score = float(eval_res[key])
+                best = hook_msgs.get("best_score")
+                better = best is None or (score > best if rule == "greater" else score < best)
+                if better:
+                    old = hook_msgs.get("best_ckpt")
+                    new = work_dir / f"best_{key}_epoch_{epoch_done}.pth"
+                    hook_msgs.update(best_score=score, best_ckpt=str(new), best_key=key)
+                    write_ckpt(new, epoch_done, 0)
+                    if rank == 0 and old and Path(old).exists() and Path(old) != new:
+                        Path(old).unlink()
+                    summary.update(best_checkpoint=str(new), best_score=score)
+                    logger.info("Now best checkpoint is saved as %s (%s: %.4f)", new.name, key, score)
+        start_inner = 0
+    summary.update(epoch=max_epochs, iter=global_iter)
+    tlog.close()
+
+    test = dict(test or {})
+    if test.get("test_last") or test.get("test_best"):
+        summary["test_results"] = _test_after_training(model, cfg, work_dir, test, summary, distributed,
+                                                       use_amp, logger, seed)
+    return summary
+
+
+def _should_evaluate(epoch: int, interval: int, start: int | None) -> bool:
+    """mmcv ``EvalHook._should_evaluate`` with the 0-based epoch that just finished."""
+    if start is None:
+        return (epoch + 1) % interval == 0
+    if epoch + 1 < start:
+        return False
+    return (epoch + 1 - start) % interval == 0
+
+
+def _test_after_training(model: nn.Module, cfg: Mapping, work_dir: Path, test: Mapping, summary: Mapping,
+                         distributed: bool, amp: bool, logger: logging.Logger, seed: int) -> dict:
+    filename = getattr(cfg, "filename", None)
+    names, ckpts = [], []
+    if test.get("test_last"):
+        names.append("last")
+        ckpts.append(None)
+    if test.get("test_best"):
+        best = summary.get("best_checkpoint")
+        if best is None or not Path(best).exists():
+            found = sorted(work_dir.glob("best_*.pth"), key=lambda p: p.stat().st_mtime)
+            best = str(found[-1]) if found else None
+        if best is None:
+            logger.warning("--test-best: no best checkpoint found (set evaluation.save_best); skipped")
+        else:
+            names.append("best")
+            ckpts.append(best)
+    out: dict[str, Any] = {}
+    if not names:
+        return out
+    if "test" not in cfg.get("data", {}):
+        raise ConfigError("is required with --test-last/--test-best", "data.test", filename)
+    test_dataset = DATASETS.build(cfg["data"]["test"], key="data.test", filename=filename, test_mode=True)
+    test_loader = build_test_loader(test_dataset, cfg, "test", distributed, seed)
+    eval_cfg = dict(cfg.get("evaluation") or {})
+    rank, _ = get_dist_info()
+    for name, ckpt in zip(names, ckpts):
+        if ckpt is not None:
+            load_checkpoint(model, ckpt, strict=False, logger=logger)
+        results = multi_gpu_test(model, test_loader, amp=amp) if distributed else single_gpu_test(model, test_loader, amp=amp)
+        if rank == 0:
+            pred = work_dir / f"{name}_pred.pkl"
+            try:
+                test_dataset.dump_results(results, str(pred))
+            except (ValueError, NotImplementedError, AttributeError) as exc:
+                logger.warning("could not dump %s predictions to %s: %s", name, pred, exc)
+            res = evaluate_dataset(test_dataset, results, eval_cfg, logger)
+            logger.info("Testing results of the %s checkpoint", name)
+            for k, v in res.items():
+                logger.info("%s: %s", k, f"{v:.04f}" if isinstance(v, float) else v)
+            out[name] = res
+    return broadcast_object(out)

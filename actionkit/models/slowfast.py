@@ -1,0 +1,223 @@
+"""SlowFast: ``ResNet3dPathway`` (config type ``'resnet3d'``), ``ResNet3dSlowFast`` and ``ResNet3dSlowOnly``.
+
+Spec: spec-recognition A1.5 / A5 / A6, spec-detection 4.3 / 4.4.  Module names match MMAction2 0.x
+(``slow_path``, ``fast_path``, ``conv1_lateral``, ``layer{1,2,3}_lateral``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from actionkit.models.common import ConvModule, kaiming_init_
+from actionkit.models.resnet3d import _DEFAULT_ACT, _DEFAULT_CONV, _DEFAULT_NORM, ResNet3d, load_3d_checkpoint
+from actionkit.registry import ConfigError, MODELS
+
+logger = logging.getLogger(__name__)
+
+
+@MODELS.register("resnet3d", aliases=("ResNet3dPathway",))
+class ResNet3dPathway(ResNet3d):
+    """One SlowFast pathway: a ResNet3d plus (when ``lateral``) the fast->slow lateral convs.
+
+    ``speed_ratio`` (alpha) is the lateral temporal stride, ``channel_ratio`` (1/beta) the slow/fast width
+    ratio, ``fusion_kernel`` the lateral temporal kernel; ``lateral_norm`` adds BN + ReLU to the laterals.
+    The first block of every stage takes ``inplanes * 2 // channel_ratio`` extra (lateral) input channels.
+    """
+
+    def __init__(self, depth: int, pretrained: str | None = None, lateral: bool = False,
+                 lateral_norm: bool = False, speed_ratio: int = 8, channel_ratio: int = 8,
+                 fusion_kernel: int = 5, stage_blocks: Sequence[int] | None = None, pretrained2d: bool = True,
+                 in_channels: int = 3, num_stages: int = 4, base_channels: int = 64,
+                 out_indices: Sequence[int] = (3,), spatial_strides: Sequence[int] = (1, 2, 2, 2),
+                 temporal_strides: Sequence[int] = (1, 1, 1, 1), dilations: Sequence[int] = (1, 1, 1, 1),
+                 conv1_kernel: Sequence[int] = (3, 7, 7), conv1_stride_s: int = 2, conv1_stride_t: int = 1,
+                 pool1_stride_s: int = 2, pool1_stride_t: int = 1, with_pool1: bool = True,
+                 with_pool2: bool = True, style: str = "pytorch", frozen_stages: int = -1,
+                 inflate: int | Sequence[int | Sequence[int]] = (1, 1, 1, 1), inflate_style: str = "3x1x1",
+                 conv_cfg: Mapping[str, Any] | None = _DEFAULT_CONV,
+                 norm_cfg: Mapping[str, Any] | None = _DEFAULT_NORM,
+                 act_cfg: Mapping[str, Any] | None = _DEFAULT_ACT, norm_eval: bool = False,
+                 with_cp: bool = False, non_local: int | Sequence[int | Sequence[int]] = (0, 0, 0, 0),
+                 non_local_cfg: Mapping[str, Any] | None = None, zero_init_residual: bool = True) -> None:
+        # set before ResNet3d.__init__: make_res_layer reads them
+        self.lateral = bool(lateral)
+        self.lateral_norm = bool(lateral_norm)
+        self.speed_ratio = int(speed_ratio)
+        self.channel_ratio = int(channel_ratio)
+        self.fusion_kernel = int(fusion_kernel)
+        super().__init__(depth, pretrained, stage_blocks=stage_blocks, pretrained2d=pretrained2d,
+                         in_channels=in_channels, num_stages=num_stages, base_channels=base_channels,
+                         out_indices=out_indices, spatial_strides=spatial_strides,
+                         temporal_strides=temporal_strides, dilations=dilations, conv1_kernel=conv1_kernel,
+                         conv1_stride_s=conv1_stride_s, conv1_stride_t=conv1_stride_t,
+                         pool1_stride_s=pool1_stride_s, pool1_stride_t=pool1_stride_t, with_pool1=with_pool1,
+                         with_pool2=with_pool2, style=style, frozen_stages=-1, inflate=inflate,
+                         inflate_style=inflate_style, conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg,
+                         norm_eval=norm_eval, with_cp=with_cp, non_local=non_local,
+                         non_local_cfg=non_local_cfg, zero_init_residual=zero_init_residual)
+        self.frozen_stages = frozen_stages
+        self.lateral_connections: list[str] = []
+        if self.lateral:
+            self.conv1_lateral = self._make_lateral(self.base_channels)
+            for i in range(len(self.stage_blocks)):
+                planes = self.base_channels * 2 ** i
+                if i != self.num_stages - 1:
+                    name = f"layer{i + 1}_lateral"
+                    self.add_module(name, self._make_lateral(planes * self.block.expansion))
+                    self.lateral_connections.append(name)
+        self._freeze_stages()
+
+    def _make_lateral(self, slow_channels: int) -> ConvModule:
+        k = self.fusion_kernel
+        return ConvModule(slow_channels // self.channel_ratio, slow_channels * 2 // self.channel_ratio,
+                          kernel_size=(k, 1, 1), stride=(self.speed_ratio, 1, 1), padding=((k - 1) // 2, 0, 0),
+                          bias=False, conv_cfg=self.conv_cfg,
+                          norm_cfg=self.norm_cfg if self.lateral_norm else None,
+                          act_cfg=self.act_cfg if self.lateral_norm else None)
+
+    def _lateral_inplanes(self, inplanes: int) -> int:
+        return inplanes * 2 // self.channel_ratio if self.lateral else 0
+
+    # -- init ----------------------------------------------------------------------------------
+    def init_weights(self, pretrained: str | None = None) -> None:
+        super().init_weights(pretrained)
+        if self.pretrained is None or self.pretrained2d:
+            # 0.x re-runs kaiming on the stage laterals, which 2D inflation never touches (conv1_lateral was
+            # covered by the Conv3d pass).  A loaded 3D checkpoint's laterals are kept.
+            for name in self.lateral_connections:
+                for m in getattr(self, name).modules():
+                    if isinstance(m, (nn.Conv3d, nn.Conv2d)):
+                        kaiming_init_(m)
+
+    def _skip_inflation(self, name: str) -> bool:
+        return "lateral" in name
+
+    def _adapt_2d_weight(self, w2d: torch.Tensor, w3d: torch.Tensor, name: str) -> torch.Tensor | None:
+        old, new = tuple(w2d.shape), tuple(w3d.shape)
+        if old[0] != new[0] or old[2:] != new[3:]:
+            logger.warning("The parameter of %s is not loaded due to incompatible shapes: 2D %s vs 3D %s",
+                           name, old, new)
+            return None
+        if new[1] != old[1]:
+            if new[1] < old[1]:
+                logger.warning("The parameter of %s is not loaded: the 3D conv has fewer input channels "
+                               "(%d) than the 2D one (%d)", name, new[1], old[1])
+                return None
+            # the slow path's first blocks take extra lateral channels: zero-pad at the end
+            pad = torch.zeros((old[0], new[1] - old[1]) + old[2:], dtype=w2d.dtype, device=w2d.device)
+            w2d = torch.cat((w2d, pad), dim=1)
+        return w2d
+
+    # -- freezing --------------------------------------------------------------------------------
+    def _freeze_stages(self) -> None:
+        if not hasattr(self, "lateral_connections"):  # called from ResNet3d.__init__, before the laterals
+            return
+        if self.frozen_stages >= 0:
+            self._freeze_module(self.conv1)
+        for i in range(1, self.frozen_stages + 1):
+            self._freeze_module(getattr(self, f"layer{i}"))
+            if i != len(self.res_layers) and self.lateral:
+                self._freeze_module(getattr(self, self.lateral_connections[i - 1]))
+
+
+@MODELS.register()
+class ResNet3dSlowFast(nn.Module):
+    """Two-pathway SlowFast backbone; ``forward(x) -> (x_slow, x_fast)`` (spec A1.5)."""
+
+    def __init__(self, pretrained: str | None = None, resample_rate: int = 8, speed_ratio: int = 8,
+                 channel_ratio: int = 8, slow_pathway: Mapping[str, Any] | None = None,
+                 fast_pathway: Mapping[str, Any] | None = None) -> None:
+        super().__init__()
+        self.pretrained = pretrained
+        self.resample_rate = int(resample_rate)
+        self.speed_ratio = int(speed_ratio)
+        self.channel_ratio = int(channel_ratio)
+        if self.resample_rate // self.speed_ratio < 1:
+            raise ValueError(f"resample_rate ({resample_rate}) must be >= speed_ratio ({speed_ratio})")
+        slow = dict(slow_pathway) if slow_pathway is not None else dict(
+            type="resnet3d", depth=50, pretrained=None, lateral=True, conv1_kernel=(1, 7, 7),
+            dilations=(1, 1, 1, 1), conv1_stride_t=1, pool1_stride_t=1, inflate=(0, 0, 1, 1))
+        fast = dict(fast_pathway) if fast_pathway is not None else dict(
+            type="resnet3d", depth=50, pretrained=None, lateral=False, base_channels=8, conv1_kernel=(5, 7, 7),
+            conv1_stride_t=1, pool1_stride_t=1)
+        if slow.get("lateral", False):
+            slow["speed_ratio"] = self.speed_ratio
+            slow["channel_ratio"] = self.channel_ratio
+        self.slow_path = _build_pathway(slow, "backbone.slow_pathway")
+        self.fast_path = _build_pathway(fast, "backbone.fast_pathway")
+
+    def init_weights(self, pretrained: str | None = None) -> None:
+        if pretrained:
+            self.pretrained = pretrained
+        if isinstance(self.pretrained, (str, os.PathLike)):
+            logger.info("load model from: %s", self.pretrained)
+            load_3d_checkpoint(self, os.fspath(self.pretrained), strict=True)
+        elif self.pretrained is None:
+            self.fast_path.init_weights()
+            self.slow_path.init_weights()
+        else:
+            raise TypeError(f"pretrained must be a str (local file path) or None, got {type(self.pretrained)}")
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x_slow = F.interpolate(x, mode="nearest", scale_factor=(1.0 / self.resample_rate, 1.0, 1.0))
+        x_slow = self.slow_path.maxpool(self.slow_path.conv1(x_slow))
+        x_fast = F.interpolate(x, mode="nearest",
+                               scale_factor=(1.0 / (self.resample_rate // self.speed_ratio), 1.0, 1.0))
+        x_fast = self.fast_path.maxpool(self.fast_path.conv1(x_fast))
+        if self.slow_path.lateral:
+            x_slow = torch.cat((x_slow, self.slow_path.conv1_lateral(x_fast)), dim=1)
+        n = len(self.slow_path.res_layers)
+        for i, layer_name in enumerate(self.slow_path.res_layers):
+            x_slow = getattr(self.slow_path, layer_name)(x_slow)
+            x_fast = getattr(self.fast_path, layer_name)(x_fast)
+            if i != n - 1 and self.slow_path.lateral:
+                lateral = getattr(self.slow_path, self.slow_path.lateral_connections[i])
+                x_slow = torch.cat((x_slow, lateral(x_fast)), dim=1)
+        return x_slow, x_fast
+
+
+def _build_pathway(cfg: Mapping[str, Any], key: str) -> ResNet3dPathway:
+    if "type" not in cfg:
+        raise ConfigError("missing 'type' (expected 'resnet3d')", key)
+    if cfg["type"] not in ("resnet3d", "ResNet3dPathway"):
+        raise ConfigError(f"unknown pathway type {cfg['type']!r}; expected 'resnet3d'", f"{key}.type")
+    return MODELS.build(cfg, key=key)
+
+
+@MODELS.register()
+class ResNet3dSlowOnly(ResNet3dPathway):
+    """SlowOnly: a single pathway without laterals; defaults of spec-detection 4.3."""
+
+    def __init__(self, depth: int, pretrained: str | None = None, lateral: bool = False,
+                 conv1_kernel: Sequence[int] = (1, 7, 7), conv1_stride_t: int = 1, pool1_stride_t: int = 1,
+                 inflate: int | Sequence[int | Sequence[int]] = (0, 0, 1, 1), with_pool2: bool = False,
+                 lateral_norm: bool = False, speed_ratio: int = 8, channel_ratio: int = 8,
+                 fusion_kernel: int = 5, stage_blocks: Sequence[int] | None = None, pretrained2d: bool = True,
+                 in_channels: int = 3, num_stages: int = 4, base_channels: int = 64,
+                 out_indices: Sequence[int] = (3,), spatial_strides: Sequence[int] = (1, 2, 2, 2),
+                 temporal_strides: Sequence[int] = (1, 1, 1, 1), dilations: Sequence[int] = (1, 1, 1, 1),
+                 conv1_stride_s: int = 2, pool1_stride_s: int = 2, with_pool1: bool = True,
+                 style: str = "pytorch", frozen_stages: int = -1, inflate_style: str = "3x1x1",
+                 conv_cfg: Mapping[str, Any] | None = _DEFAULT_CONV,
+                 norm_cfg: Mapping[str, Any] | None = _DEFAULT_NORM,
+                 act_cfg: Mapping[str, Any] | None = _DEFAULT_ACT, norm_eval: bool = False,
+                 with_cp: bool = False, non_local: int | Sequence[int | Sequence[int]] = (0, 0, 0, 0),
+                 non_local_cfg: Mapping[str, Any] | None = None, zero_init_residual: bool = True) -> None:
+        if lateral:
+            raise ValueError("ResNet3dSlowOnly has no lateral connections (lateral must be False)")
+        super().__init__(depth, pretrained, lateral=False, lateral_norm=lateral_norm, speed_ratio=speed_ratio,
+                         channel_ratio=channel_ratio, fusion_kernel=fusion_kernel, stage_blocks=stage_blocks,
+                         pretrained2d=pretrained2d, in_channels=in_channels, num_stages=num_stages,
+                         base_channels=base_channels, out_indices=out_indices, spatial_strides=spatial_strides,
+                         temporal_strides=temporal_strides, dilations=dilations, conv1_kernel=conv1_kernel,
+                         conv1_stride_s=conv1_stride_s, conv1_stride_t=conv1_stride_t,
+                         pool1_stride_s=pool1_stride_s, pool1_stride_t=pool1_stride_t, with_pool1=with_pool1,
+                         with_pool2=with_pool2, style=style, frozen_stages=frozen_stages, inflate=inflate,
+                         inflate_style=inflate_style, conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg,
+                         norm_eval=norm_eval, with_cp=with_cp, non_local=non_local,
+                         non_local_cfg=non_local_cfg, zero_init_residual=zero_init_residual)
