@@ -621,7 +621,8 @@ def test_basic_block_resnet_and_out_indices() -> None:
         outs = m(torch.randn(1, 3, 4, 32, 32))
     assert [tuple(o.shape[1:2]) for o in outs] == [(4,), (8,), (16,), (32,)]
     assert outs[-1].shape[-2:] == (1, 1)
-    m50 = ResNet3d(depth=50, base_channels=2, num_stages=3, out_indices=(2,))
+    m50 = ResNet3d(depth=50, base_channels=2, num_stages=3, out_indices=(2,), spatial_strides=(1, 2, 2),
+                   temporal_strides=(1, 1, 1), dilations=(1, 1, 1))
     assert not hasattr(m50, "layer4") and m50.feat_dim == 32
     assert isinstance(m50.layer1[0], Bottleneck3d)
 

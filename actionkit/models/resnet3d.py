@@ -29,9 +29,9 @@ def _ntuple(value: int | Sequence[Any], n: int, what: str) -> tuple:
     if isinstance(value, int):
         return (value,) * n
     t = tuple(value)
-    if len(t) != n:
-        raise ValueError(f"{what} must be an int or a sequence of {n} entries, got {value!r}")
-    return t
+    if len(t) < n:  # longer is accepted (only the first num_stages entries are used, as in MMAction2)
+        raise ValueError(f"{what} must be an int or a sequence of at least {n} entries, got {value!r}")
+    return t[:n]
 
 
 def _per_block(value: int | Sequence[int], blocks: int, what: str) -> tuple[int, ...]:
