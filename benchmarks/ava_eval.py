@@ -71,7 +71,7 @@ def generate(workdir: Path, scale: float = 1.0, seed: int = 0) -> tuple[Path, Pa
             for k in rng.choice(nk, 3, replace=False):
                 ex_lines.append(f"{vid},{ts[k]:04d}\n")
         # detections: jittered GT persons + 1 false box per keyframe; ~14 classes per box
-        jit = np.clip(pbox + rng.normal(0, 0.03, pbox.shape), 0, 1)
+        jit = np.clip(pbox + rng.normal(0, 0.015, pbox.shape), 0, 1)
         fx, fy = rng.random(nk) * 0.7, rng.random(nk) * 0.5
         fbox = np.stack([fx, fy, fx + 0.2, fy + 0.4], 1)
         dbox = np.round(np.concatenate([jit, fbox]), 3)
@@ -83,8 +83,8 @@ def generate(workdir: Path, scale: float = 1.0, seed: int = 0) -> tuple[Path, Pa
         n_cls = rng.integers(6, 22, len(dkey))
         for b in range(len(dkey)):
             t = f"{vid},{ts[dkey[b]]},{dbox[b, 0]:.3f},{dbox[b, 1]:.3f},{dbox[b, 2]:.3f},{dbox[b, 3]:.3f}"
-            cls = np.sort(rng.choice(80, n_cls[b], replace=False, p=prior)) + 1
-            sc = rng.random(n_cls[b]) ** 3  # mostly low scores -> many 3-decimal ties
+            cls = np.union1d(rng.choice(80, n_cls[b], replace=False, p=prior) + 1, truth[order[b]])
+            sc = rng.random(len(cls)) ** 3  # mostly low scores -> many 3-decimal ties
             true = np.isin(cls, truth[order[b]])
             sc[true] = 0.2 + 0.8 * rng.random(int(true.sum()))  # the person's GT actions score higher
             sc = np.maximum(sc, 0.002)

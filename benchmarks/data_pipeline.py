@@ -162,7 +162,9 @@ def main(argv=None) -> int:
             print(f"done {name} {mode}", file=sys.stderr)
 
     print(f"\ni3d_r50_32x2x1 data pipelines, 340x256 input, {args.videos} clips x {args.frames} frames, "
-          f"{os.cpu_count()} cores, torch threads 1 per process\n")
+          f"{os.cpu_count()} cores, torch threads 1 per process, load average {os.getloadavg()[0]:.1f}")
+    print("clips/s: 32-frame clips per second (a test item = 10 clips x 3 crops); frames/s: frames returned by "
+          "the reader (duplicates included)\n")
     print(f"| input | pipeline | stage | workers | clips/s | frames/s |")
     print(f"|---|---|---|---|---|---|")
     for name, mode, stage, w, cps, fps in rows:

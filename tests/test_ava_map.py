@@ -532,3 +532,31 @@ def test_main_prints_and_writes_json(tmp_path, capsys):
     bad = write(tmp_path, "bad.csv", "v,0902,0.1\n")
     assert ava_map.main(["--gt", str(gt), "--det", str(bad), "--label-map", str(lm)]) == 2
     assert "bad.csv:1:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("capacity", [50, 0, 3])
+def test_vectorised_heaps_equal_heapq(capacity):
+    """Per keyframe, the kept detections and their order equal heapq push/heapreplace + sorted(key=-score)."""
+    rng = np.random.default_rng(capacity)
+    n_keys = 40
+    counts = rng.integers(1, 130, n_keys)
+    key = rng.permutation(np.repeat(np.arange(n_keys), counts))  # interleaved keyframes
+    n = len(key)
+    scores = rng.integers(1, 6, n) / 10.0  # heavy ties
+    labels = rng.integers(1, 3, n)
+    boxes = np.sort(rng.integers(0, 3, (n, 4)) / 4.0, axis=1)[:, [0, 1, 2, 3]]
+    rows = ava_map.AVARows("mem", "official", [str(k) for k in range(n_keys)], key, boxes, labels, scores,
+                           np.arange(1, n + 1))
+    order = ava_map._order_rows(rows, np.ones(n, bool), np.arange(n_keys), "official", capacity)
+    got = defaultdict(list)
+    for i in order.tolist():
+        got[key[i]].append((scores[i], labels[i], boxes[i, 1], boxes[i, 0], boxes[i, 3], boxes[i, 2]))
+    for k in range(n_keys):
+        entries = []
+        for i in np.flatnonzero(key == k).tolist():
+            t = (scores[i], labels[i], boxes[i, 1], boxes[i, 0], boxes[i, 3], boxes[i, 2])
+            if capacity < 1 or len(entries) < capacity:
+                heapq.heappush(entries, t)
+            elif t[0] > entries[0][0]:
+                heapq.heapreplace(entries, t)
+        assert got[k] == sorted(entries, key=lambda t: -t[0]), k

@@ -44,6 +44,10 @@ def videos(tmp_path_factory):
         p = d / f"{name}.mp4"
         write_video(p, frames, gop=gop)
         paths[name] = p
+    for name, codec in (("avi", "mpeg4"), ("webm", "libvpx-vp9")):
+        p = d / f"clip.{name}"
+        write_video(p, frames[:24], gop=7, codec=codec)
+        paths[name] = p
     mkv = d / "clip.mkv"
     write_video(mkv, frames[:20], gop=6)
     paths["mkv"] = mkv
@@ -60,7 +64,7 @@ def sequential(path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
-@pytest.mark.parametrize("name", ["gop5", "gop250", "mkv"])
+@pytest.mark.parametrize("name", ["gop5", "gop250", "mkv", "avi", "webm"])
 def test_random_access_matches_sequential(videos, name):
     paths, _ = videos
     seq = sequential(paths[name])
@@ -89,7 +93,7 @@ def test_seek_policy(videos, monkeypatch):
     monkeypatch.setattr(D.PyAVReader, "_seek_to_keyframe", lambda self, k: (seeks.append(k), orig(self, k)))
     r.get_frames([0, 1, 2, 3, 4])
     assert seeks == [0]
-    r.get_frames([6, 7])          # keyframe 5 lies ahead of position 5? no: 5 == pos -> decode forward
+    r.get_frames([6, 7])          # keyframe 5 is the next frame to decode: no seek
     assert seeks == [0]
     r.get_frames([23, 24])        # keyframe 20 ahead of position 8 -> one seek
     assert seeks == [0, 20]
@@ -164,6 +168,59 @@ def test_video_errors(videos, tmp_path):
     with open_video(paths["gop5"]) as r, pytest.raises(DecodeError, match="frame 60 out of range") as e:
         r.get_frames([1, 60])
     assert e.value.frame == 60 and e.value.path.endswith("gop5.mp4")
+
+
+def test_edit_list_skips_hidden_frames(videos, tmp_path):
+    """An mp4 cut with stream copy starts mid-GOP: the frames before the edit point are not frames."""
+    import av
+
+    paths, _ = videos
+    out = tmp_path / "edit.mp4"
+    with av.open(str(paths["gop5"])) as src, av.open(str(out), "w") as dst:
+        s = src.streams.video[0]
+        o = dst.add_stream_from_template(s)
+        packets = [p for p in src.demux(s) if p.size]
+        dur = sorted(p.pts for p in packets)[1]
+        started = False
+        for p in packets:
+            started = started or (p.is_keyframe and p.pts == 10 * dur)
+            if started:  # keep from keyframe 10, show from frame 13 on
+                p.pts -= 13 * dur
+                p.dts -= 13 * dur
+                p.stream = o
+                dst.mux(p)
+    seq = sequential(out)
+    assert read_counter(seq[0]) == 13
+    with open_video(out) as r:
+        assert r.num_frames == len(seq) == 47
+        idx = [0, 1, 5, 2, 46, 0]
+        np.testing.assert_array_equal(r.get_frames(idx), seq[idx])
+        assert [read_counter(f) for f in r.get_frames([0, 7])] == [13, 20]
+
+
+def _write_with_audio(path, video: bool):
+    import av
+
+    with av.open(str(path), "w") as c:
+        if video:  # a video stream that never receives a frame
+            v = c.add_stream("libx264", rate=30)
+            v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+        a = c.add_stream("aac", rate=16000)
+        f = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        f.sample_rate = 16000
+        for p in a.encode(f):
+            c.mux(p)
+        for p in a.encode():
+            c.mux(p)
+
+
+def test_no_video_frames(tmp_path):
+    _write_with_audio(tmp_path / "audio.mp4", video=False)
+    with pytest.raises(DecodeError, match="audio.mp4: no video stream"):
+        open_video(tmp_path / "audio.mp4")
+    _write_with_audio(tmp_path / "zero.mkv", video=True)
+    with pytest.raises(DecodeError, match="zero.mkv: the video has no decodable frames"):
+        open_video(tmp_path / "zero.mkv")
 
 
 def test_truncated_mkv_reports_missing_frames(videos, tmp_path):

@@ -18,7 +18,8 @@ from torch import nn
 
 from actionkit.engine.checkpoint import safe_load
 from actionkit.engine.distributed import DistributedTestSampler, EpochBatchSampler, SeededDataset
-from actionkit.engine.entry import test_main, train_main
+from actionkit.engine.entry import test_main as run_test_main
+from actionkit.engine.entry import train_main
 from actionkit.registry import DATASETS, MODELS
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -216,21 +217,21 @@ def test_train_loss_decreases_best_checkpoint_and_test(tmp_path, capsys):
     # test.py: strict load, --eval, --out in dataset order, --average-clips
     out = tmp_path / "res.json"
     capsys.readouterr()
-    assert test_main([str(cfg), str(wd / "latest.pth"), "--eval", "top_k_accuracy", "--out", str(out)]) == 0
+    assert run_test_main([str(cfg), str(wd / "latest.pth"), "--eval", "top_k_accuracy", "--out", str(out)]) == 0
     assert "top1_acc:" in capsys.readouterr().out
     res = json.loads(out.read_text())
     assert len(res) == 11 and all(len(r) == 3 for r in res)
     np.testing.assert_allclose(np.sum(res, 1), 1.0, rtol=1e-5)  # 'prob' averaging
-    test_main([str(cfg), str(wd / "latest.pth"), "--out", str(out), "--average-clips", "score"])
+    run_test_main([str(cfg), str(wd / "latest.pth"), "--out", str(out), "--average-clips", "score"])
     assert not np.allclose(np.sum(json.loads(out.read_text()), 1), 1.0)
     with pytest.raises(SystemExit):
-        test_main([str(cfg), str(wd / "latest.pth"), "--out", str(out), "--average-clips", "None"])
-    test_main([str(cfg), str(wd / "latest.pth"), "--out", str(out), "--cfg-options",
+        run_test_main([str(cfg), str(wd / "latest.pth"), "--out", str(out), "--average-clips", "None"])
+    run_test_main([str(cfg), str(wd / "latest.pth"), "--out", str(out), "--cfg-options",
                "model.test_cfg.average_clips=None"])
     raw = np.array(json.loads(out.read_text()))
     assert raw.shape == (11, 2, 3)  # per video: the [V, K] raw logits
     with pytest.raises(SystemExit):
-        test_main([str(cfg), str(wd / "latest.pth")])  # neither --out nor --eval
+        run_test_main([str(cfg), str(wd / "latest.pth")])  # neither --out nor --eval
 
 
 def test_two_runs_same_seed_identical_and_load_from(tmp_path):
@@ -299,6 +300,82 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
         assert torch.equal(st["momentum_buffer"], new_opt["state"][k]["momentum_buffer"])
 
 
+def test_precise_bn_recomputes_running_stats():
+    from actionkit.engine.train import precise_bn
+
+    torch.manual_seed(0)
+    model = EngineTestRecognizer(dropout=0.0)
+    batches = [{"imgs": torch.randn(4, 2, 8) * (i + 1), "label": torch.zeros(4, dtype=torch.long)} for i in range(5)]
+    with torch.no_grad():
+        feats = [model.fc1(b["imgs"].reshape(8, 8)) for b in batches[:3]]
+    model.bn.momentum = 0.1
+    assert precise_bn(model, batches, num_iters=3) == 3
+    torch.testing.assert_close(model.bn.running_mean, torch.stack([f.mean(0) for f in feats]).mean(0))
+    torch.testing.assert_close(model.bn.running_var, torch.stack([f.var(0, unbiased=True) for f in feats]).mean(0))
+    assert model.bn.momentum == 0.1 and model.training
+
+
+def test_amp_precise_bn_auto_scale_lr_run(tmp_path):
+    cfg = write_config(tmp_path, epochs=1)
+    with open(cfg, "a") as f:
+        f.write("precise_bn = dict(num_iters=2, interval=1)\n")
+    wd = tmp_path / "amp"
+    assert train_main([str(cfg), "--work-dir", str(wd), "--seed", "0", "--amp", "--auto-scale-lr",
+                       "--gpus", "2"]) == 0
+    train = [r for r in read_json_log(wd) if r.get("mode") == "train"]
+    lr = 0.1 * 4 / 32  # 1 process x 4 videos vs 8 GPUs x 4 videos
+    assert train[0]["lr"] == pytest.approx(lr * (1 - (1 - 1 / 6) * 0.9), rel=1e-4)
+    assert all(np.isfinite(r["loss"]) for r in train)
+    text = next(wd.glob("*[0-9].log")).read_text()
+    assert "PreciseBN" in text and "--gpus/--gpu-ids are ignored" in text
+
+
+def test_fuse_conv_bn_keeps_outputs():
+    from actionkit.engine.fuse import fuse_conv_bn
+
+    torch.manual_seed(0)
+
+    class Block(nn.Module):  # ConvModule-like: conv, bn, activate
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv3d(3, 4, 3, padding=1, bias=False)
+            self.bn = nn.BatchNorm3d(4)
+            self.activate = nn.ReLU()
+
+        def forward(self, x):
+            return self.activate(self.bn(self.conv(x)))
+
+    net = nn.Sequential(Block(), nn.Conv3d(4, 4, 1), nn.BatchNorm3d(4))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.running_mean.uniform_(-1, 1)
+            m.running_var.uniform_(0.5, 2)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-1, 1)
+    net.eval()
+    x = torch.randn(2, 3, 4, 6, 6)
+    ref = net(x)
+    fused = fuse_conv_bn(net)
+    assert isinstance(fused[0].bn, nn.Identity) and isinstance(fused[2], nn.Identity)
+    torch.testing.assert_close(fused(x), ref, rtol=1e-4, atol=1e-5)
+
+
+def test_collate_chosen_by_dataset():
+    from actionkit.engine.train import dataset_collate
+
+    class WithFn(EngineTestDataset):
+        @staticmethod
+        def collate_fn(batch):
+            return {"n": len(batch)}
+
+    assert dataset_collate(WithFn(num=3))([1, 2]) == {"n": 2}
+    fn = dataset_collate(EngineTestDataset(num=3))
+    ava = fn([{"img": torch.zeros(3, 2, 4, 4), "proposals": torch.zeros(n, 4), "img_metas": {"k": n}} for n in (1, 3)])
+    assert ava["img"].shape == (2, 3, 2, 4, 4) and [p.shape[0] for p in ava["proposals"]] == [1, 3]
+    rec = fn([{"imgs": torch.zeros(2, 8), "label": torch.tensor(i)} for i in range(3)])
+    assert rec["imgs"].shape == (3, 2, 8) and rec["label"].tolist() == [0, 1, 2]
+
+
 class IndexEcho(nn.Module):
     """Test forward returns the first feature of the first view (the sample index in these tests)."""
 
@@ -352,6 +429,11 @@ def test_distributed_test_returns_every_sample_once_in_order(tmp_path):
     assert [float(r[0]) for r in single] == [0.0, 1.0, 2.0, 3.0, 4.0]
 
 
+def _failure_text(r: subprocess.CompletedProcess) -> str:
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if " - INFO - " not in ln]
+    return "\n".join(lines[-120:])
+
+
 @pytest.mark.slow
 def test_torchrun_two_process_train_and_test(tmp_path):
     cfg = write_config(tmp_path, epochs=2)
@@ -361,7 +443,7 @@ def test_torchrun_two_process_train_and_test(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(runner)]
     r = subprocess.run(cmd + ["train", str(cfg), "--launcher", "pytorch", "--work-dir", str(wd), "--seed", "0",
                               "--validate"], env=env(), capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, _failure_text(r)
     log = read_json_log(wd)
     assert [x["epoch"] for x in log if x.get("mode") == "val"] == [1, 2]
     assert len([x for x in log if x.get("mode") == "train"]) == 2 * 1  # 24 / (2 x 4) = 3 iters, logged at 2
@@ -370,6 +452,6 @@ def test_torchrun_two_process_train_and_test(tmp_path):
     dist_out, single_out = tmp_path / "dist.json", tmp_path / "single.json"
     r = subprocess.run(cmd + ["test", str(cfg), str(wd / "latest.pth"), "--launcher", "pytorch", "--out",
                               str(dist_out)], env=env(), capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    test_main([str(cfg), str(wd / "latest.pth"), "--out", str(single_out)])
+    assert r.returncode == 0, _failure_text(r)
+    run_test_main([str(cfg), str(wd / "latest.pth"), "--out", str(single_out)])
     np.testing.assert_allclose(json.loads(dist_out.read_text()), json.loads(single_out.read_text()), rtol=1e-5)

@@ -69,6 +69,18 @@ def test_train_loader_collate(data):
     assert batch["label"].shape == (3,) and batch["label"].dtype == torch.long
 
 
+def test_forked_worker_decodes(data):
+    ds = RawframeDataset(data["ann_file_val_rawframes"], frame_pipeline(), data["data_prefix_rawframes"],
+                         test_mode=True)
+    vds = VideoDataset(data["ann_file_val_videos"], video_pipeline(), data_prefix=data["data_prefix_videos"],
+                       test_mode=True)
+    for d in (ds, vds):
+        loader = torch.utils.data.DataLoader(d, batch_size=2, num_workers=1, collate_fn=collate_recognition)
+        batches = list(loader)
+        assert len(batches) == 2 and batches[0]["imgs"].shape == (2, 1, 3, 4, 32, 32)
+        torch.testing.assert_close(batches[1]["imgs"][1], d[3]["imgs"])
+
+
 def write(tmp_path, name, text):
     p = tmp_path / name
     p.write_text(text)

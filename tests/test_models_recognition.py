@@ -93,17 +93,20 @@ def test_recognizer_golden(name: str, dtype: torch.dtype) -> None:
     assert isinstance(model, Recognizer3D)
     imgs = fx["inputs"]["imgs"].to(dtype)
     assert model.average_clips == fx["config"]["test_cfg"]["average_clips"]
+    feats = []
+    # the backbone output of the forward pass is extract_feat(imgs.reshape(-1, C, T, H, W))
+    handle = model.backbone.register_forward_hook(lambda _m, _i, out: feats.append(out))
     with torch.no_grad():
         model.average_clips = None
         logits = model(imgs, return_loss=False)
         assert isinstance(logits, torch.Tensor) and logits.shape == (imgs.shape[0] * imgs.shape[1], logits.shape[1])
         _close(logits, expected["cls_score"], **tol)
+        _close(feats[0], expected["backbone_out"], **tol)
+        handle.remove()
         model.average_clips = "prob"
         _close(model(imgs, return_loss=False), expected["prob"], **tol)
-        model.average_clips = "score"
-        _close(model(imgs, return_loss=False), expected["score"], **tol)
-        feat = model.extract_feat(imgs.reshape((-1,) + tuple(imgs.shape[2:])))
-        _close(feat, expected["backbone_out"], **tol)
+        model.average_clips = "score"  # same backbone path as 'prob': check the averaging only
+        _close(model.average_clip(logits, imgs.shape[1]), expected["score"], **tol)
 
 
 def _stage_hooks(backbone: nn.Module, names: list[str]) -> tuple[dict, list]:
@@ -263,13 +266,53 @@ def test_full_size_keys_and_param_counts(name: str) -> None:
     assert len(list(model.buffers())) == summary["num_buffers"]
 
 
+_AVA_SLOWONLY = dict(type="ResNet3dSlowOnly", depth=50, pretrained=None, pretrained2d=False, lateral=False,
+                    num_stages=4, conv1_kernel=(1, 7, 7), conv1_stride_t=1, pool1_stride_t=1,
+                    spatial_strides=(1, 2, 2, 1))
+_AVA_SLOWFAST = dict(type="ResNet3dSlowFast", pretrained=None, resample_rate=8, speed_ratio=8, channel_ratio=8,
+                     slow_pathway=dict(type="resnet3d", depth=50, pretrained=None, lateral=True,
+                                       conv1_kernel=(1, 7, 7), dilations=(1, 1, 1, 1), conv1_stride_t=1,
+                                       pool1_stride_t=1, inflate=(0, 0, 1, 1), spatial_strides=(1, 2, 2, 1)),
+                     fast_pathway=dict(type="resnet3d", depth=50, pretrained=None, lateral=False, base_channels=8,
+                                       conv1_kernel=(5, 7, 7), conv1_stride_t=1, pool1_stride_t=1,
+                                       spatial_strides=(1, 2, 2, 1)))
+AVA_FULL_SIZE = {  # spec-detection 1.3 backbone argument blocks
+    "slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb": _AVA_SLOWONLY,
+    "slowonly_kinetics_pretrained_r101_8x8x1_20e_ava_rgb": {**_AVA_SLOWONLY, "depth": 101},
+    "slowonly_nl_kinetics_pretrained_r50_4x16x1_10e_ava_rgb": {
+        **_AVA_SLOWONLY, "norm_cfg": dict(type="BN3d", requires_grad=True),
+        "non_local": ((0, 0, 0), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 0, 0)),
+        "non_local_cfg": dict(sub_sample=True, use_scale=True, norm_cfg=dict(type="BN3d", requires_grad=True),
+                              mode="embedded_gaussian")},
+    "slowfast_kinetics_pretrained_r50_4x16x1_20e_ava_rgb": _AVA_SLOWFAST,
+    "slowfast_kinetics_pretrained_r50_8x8x1_20e_ava_rgb": {
+        **_AVA_SLOWFAST, "resample_rate": 4, "speed_ratio": 4,
+        "slow_pathway": {**_AVA_SLOWFAST["slow_pathway"], "fusion_kernel": 7}},
+}
+
+
+@pytest.mark.parametrize("name", list(AVA_FULL_SIZE))
+def test_ava_full_size_backbone_keys(name: str) -> None:
+    keys_file = require_shared(GOLDEN_KEYS / "detection" / f"{name}.keys")
+    expected = []
+    for line in keys_file.read_text().splitlines():
+        if line.startswith("backbone."):
+            key, shape = line.split(" ", 1)
+            expected.append((key[len("backbone."):], shape.replace(" ", "")))
+    with torch.device("meta"):
+        backbone = MODELS.build(AVA_FULL_SIZE[name], key="model.backbone")
+    got = [(k, str(tuple(v.shape)).replace(" ", "")) for k, v in backbone.state_dict().items()]
+    assert got == expected
+
+
 # ------------------------------------------------------------------------------------------------
 # tiny models: training, freezing, init, inflation rule, errors
 # ------------------------------------------------------------------------------------------------
 
 def _tiny_i3d(**backbone_kw) -> Recognizer3D:
     backbone = dict(type="ResNet3d", depth=50, pretrained=None, base_channels=2, conv1_kernel=(3, 7, 7),
-                    conv1_stride_t=2, pool1_stride_t=1, inflate=((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
+                    conv1_stride_t=2, pool1_stride_t=1,
+                    inflate=((1, 1, 1), (1, 0, 1, 0), (1, 0, 1, 0, 1, 0), (0, 1, 0)),
                     non_local=((0, 0, 0), (0, 1, 0, 1), (0, 1, 0, 0, 0, 1), (0, 0, 0)),
                     non_local_cfg=dict(sub_sample=True, use_scale=True, norm_cfg=dict(type="BN3d"),
                                        mode="embedded_gaussian"),
@@ -564,7 +607,9 @@ def test_pathway_inflation_zero_pads_lateral_inputs(tmp_path) -> None:
     assert torch.equal(path_model.layer2_lateral.conv.weight, lateral_before)  # laterals are not inflated
 
 
-def test_missing_pretrained_file_errors(tmp_path) -> None:
+def test_missing_pretrained_file_errors(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # no cached torchvision weights anywhere
+    monkeypatch.delenv("ACTIONKIT_PRETRAINED_DIR", raising=False)
     missing = tmp_path / "nope" / "resnet50.pth"
     bb = ResNet3d(depth=50, base_channels=2, pretrained=str(missing))
     with pytest.raises(FileNotFoundError, match="resnet50.pth"):
@@ -577,10 +622,24 @@ def test_missing_pretrained_file_errors(tmp_path) -> None:
     cfg["backbone"]["pretrained"] = "torchvision://resnet50"
     with pytest.raises(FileNotFoundError, match="torchvision://resnet50"):
         MODELS.build(cfg)
+    with pytest.raises(FileNotFoundError, match="local file path"):
+        ResNet3d(depth=50, base_channels=2, pretrained="https://example.org/r50.pth").init_weights()
     with pytest.raises(FileNotFoundError):
         ResNet3dSlowFast(pretrained=str(missing),
                          slow_pathway=dict(type="resnet3d", depth=50, lateral=True, base_channels=8),
                          fast_pathway=dict(type="resnet3d", depth=50, base_channels=2)).init_weights()
+
+
+def test_torchvision_name_resolves_to_a_local_copy(tmp_path, monkeypatch) -> None:
+    gen = torch.Generator().manual_seed(9)
+    model = ResNet3d(depth=50, base_channels=2, pretrained="torchvision://resnet50")
+    model.inplanes_2d = _inplanes_2d(model)
+    sd2d = _synthetic_2d(model, gen)
+    torch.save(sd2d, tmp_path / "resnet50-0676ba61.pth")
+    monkeypatch.setenv("ACTIONKIT_PRETRAINED_DIR", str(tmp_path))
+    model.init_weights()
+    torch.testing.assert_close(model.layer2[0].conv1.conv.weight[:, :, 0], sd2d["layer2.0.conv1.weight"] / 3,
+                               atol=0, rtol=0)
 
 
 def test_load_3d_checkpoint_pretrained2d_false(tmp_path) -> None:

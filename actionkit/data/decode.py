@@ -71,20 +71,29 @@ def _as_index_array(indices: Iterable[int] | np.ndarray) -> np.ndarray:
 class _PacketIndex:
     """Display-order index of a video stream: pts of every frame and which frames are keyframes."""
 
-    __slots__ = ("pts", "pts_to_idx", "keyframes", "width", "height", "fps")
+    __slots__ = ("pts", "keyframes", "width", "height", "fps")
 
-    def __init__(self, pts: list[int], keyframes: list[int], width: int, height: int, fps: float):
-        self.pts = pts
-        self.pts_to_idx = {p: i for i, p in enumerate(pts)}
+    def __init__(self, pts: np.ndarray, keyframes: list[int], width: int, height: int, fps: float):
+        self.pts = pts  # int64, sorted (display order); compact so that long AVA videos cache cheaply
         self.keyframes = keyframes  # sorted display indices of keyframes
         self.width = width
         self.height = height
         self.fps = fps
 
+    def __len__(self) -> int:
+        return len(self.pts)
+
+    def index_of(self, pts: int | None) -> int | None:
+        if pts is None:
+            return None
+        i = int(np.searchsorted(self.pts, pts))
+        return i if i < len(self.pts) and self.pts[i] == pts else None
+
 
 _INDEX_CACHE: "OrderedDict[tuple, _PacketIndex]" = OrderedDict()
 _INDEX_CACHE_LOCK = threading.Lock()
-_INDEX_CACHE_SIZE = 64
+_INDEX_CACHE_FILES = 512
+_INDEX_CACHE_FRAMES = 8_000_000  # ~64 MB of timestamps per process at most
 
 
 def clear_index_cache() -> None:
@@ -146,8 +155,10 @@ class PyAVReader:
         idx = self._build_index()
         with _INDEX_CACHE_LOCK:
             _INDEX_CACHE[key] = idx
-            while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-                _INDEX_CACHE.popitem(last=False)
+            total = sum(len(v) for v in _INDEX_CACHE.values())
+            while len(_INDEX_CACHE) > 1 and (len(_INDEX_CACHE) > _INDEX_CACHE_FILES
+                                             or total > _INDEX_CACHE_FRAMES):
+                total -= len(_INDEX_CACHE.popitem(last=False)[1])
         return idx
 
     def _build_index(self) -> _PacketIndex:
@@ -156,9 +167,15 @@ class PyAVReader:
         stream = self._stream
         entries: list[tuple[int, bool]] = []
         no_pts = 0
+        discarded = 0
         try:
             for packet in self._container.demux(stream):
                 if packet.size == 0:
+                    continue
+                if packet.is_discard:
+                    # before the start of an edit list (e.g. a clip cut with ``ffmpeg -ss .. -c copy``):
+                    # decoded as a reference but never shown, so it is not a frame of the video
+                    discarded += 1
                     continue
                 if packet.pts is None:
                     no_pts += 1
@@ -174,12 +191,12 @@ class PyAVReader:
             raise DecodeError(f"{self.path}: the video has no decodable frames", self.path)
         fmt = self._container.format.name or ""
         declared = int(stream.frames or 0)
-        if declared > len(entries) and ("mp4" in fmt or "mov" in fmt):
+        if declared > len(entries) + discarded and ("mp4" in fmt or "mov" in fmt):
             raise DecodeError(f"{self.path}: truncated or corrupt video: the header lists {declared} frames "
                               f"but only {len(entries)} are present", self.path, len(entries))
         entries.sort()
-        pts = [p for p, _ in entries]
-        if len(set(pts)) != len(pts):
+        pts = np.array([p for p, _ in entries], np.int64)
+        if len(pts) > 1 and not np.all(np.diff(pts) > 0):
             raise DecodeError(f"{self.path}: duplicate frame timestamps in the video stream", self.path)
         keyframes = [i for i, (_, k) in enumerate(entries) if k]
         if not keyframes or keyframes[0] != 0:
@@ -196,7 +213,7 @@ class PyAVReader:
     # ---- public -----------------------------------------------------------------------------
     @property
     def num_frames(self) -> int:
-        return len(self._index.pts)
+        return len(self._index)
 
     @property
     def fps(self) -> float:
@@ -260,7 +277,7 @@ class PyAVReader:
             self._iter.close()
             self._iter = None
         try:
-            self._container.seek(self._index.pts[k], stream=self._stream, backward=True, any_frame=False)
+            self._container.seek(int(self._index.pts[k]), stream=self._stream, backward=True, any_frame=False)
         except av.error.FFmpegError as e:
             raise DecodeError(f"{self.path}: seek to frame {k} failed ({e})", self.path, k) from e
         self._iter = self._container.decode(self._stream)
@@ -278,11 +295,12 @@ class PyAVReader:
         except StopIteration:
             return None, None
         except av.error.FFmpegError as e:
+            self._iter = None
+            self._pos = None
             raise DecodeError(f"{self.path}: decoding failed before frame {target} ({e})",
                               self.path, target) from e
-        if frame.pts is not None and frame.pts in self._index.pts_to_idx:
-            idx = self._index.pts_to_idx[frame.pts]
-        else:
+        idx = self._index.index_of(frame.pts)
+        if idx is None:
             idx = self._pos if self._pos is not None else 0
         return frame, idx
 

@@ -61,7 +61,7 @@ class BaseRecognitionDataset:
                  dynamic_length: bool = False, label_map: str | os.PathLike | Sequence[str] | None = None,
                  max_skips: int = 100, check_files: bool = False):
         self.ann_file = str(ann_file)
-        self.data_prefix = None if data_prefix is None else os.path.realpath(str(data_prefix))
+        self.data_prefix = None if data_prefix is None else os.path.abspath(str(data_prefix))
         self.test_mode = bool(test_mode)
         self.multi_class = bool(multi_class)
         self.start_index = int(start_index)

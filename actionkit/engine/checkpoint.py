@@ -323,6 +323,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     loads back with ``weights_only=True``.
     """
     meta = dict(meta or {})
+    meta.setdefault("rng_states", [get_rng_state()])  # one entry per rank (the trainer gathers all ranks)
     ckpt: dict[str, Any] = {"meta": meta, "state_dict": weights_to_cpu(_unwrap(model).state_dict())}
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()

@@ -135,8 +135,18 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     train_model(model, datasets, cfg, distributed=distributed, validate=args.validate, timestamp=timestamp,
                 meta=meta, amp=True if args.amp else None, deterministic=args.deterministic,
                 test={"test_last": args.test_last, "test_best": args.test_best}, logger=logger)
-    barrier()
+    _finish_distributed(distributed)
     return 0
+
+
+def _finish_distributed(distributed: bool) -> None:
+    """All ranks meet, then leave the process group (no rank exits while another still talks to it)."""
+    if distributed:
+        import torch.distributed as dist
+
+        barrier()
+        if dist.is_initialized():
+            dist.destroy_process_group()
 
 
 def _broadcast_str(s: str) -> str:
@@ -224,5 +234,5 @@ def test_main(argv: Sequence[str] | None = None) -> int:
             for name, val in eval_res.items():
                 line = f"{name}: {val:.04f}" if isinstance(val, float) else f"{name}: {val}"
                 print(line, flush=True)
-    barrier()
+    _finish_distributed(distributed)
     return 0

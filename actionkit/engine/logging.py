@@ -16,6 +16,21 @@ from .distributed import get_dist_info
 LOGGER_NAME = "actionkit"
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stdout`` is at emit time (survives stdout being swapped/captured)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def get_logger(log_file: str | os.PathLike | None = None, level: int = logging.INFO,
                name: str = LOGGER_NAME) -> logging.Logger:
     """The ``actionkit`` logger: stdout on rank 0 (ERROR only elsewhere) and ``log_file`` on rank 0."""
@@ -23,7 +38,7 @@ def get_logger(log_file: str | os.PathLike | None = None, level: int = logging.I
     rank, _ = get_dist_info()
     fmt = logging.Formatter("%(asctime)s - %(name)s - %(levelname)s - %(message)s")
     if not any(getattr(h, "_actionkit_stream", False) for h in logger.handlers):
-        sh = logging.StreamHandler(sys.stdout)
+        sh = _StdoutHandler()
         sh._actionkit_stream = True  # type: ignore[attr-defined]
         sh.setFormatter(fmt)
         logger.addHandler(sh)
@@ -84,7 +99,7 @@ class TrainLogger:
             return
         self.work_dir.mkdir(parents=True, exist_ok=True)
         with open(self.json_path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({k: _round(v) for k, v in record.items()}, default=str) + "\n")
+            f.write(json.dumps({k: (v if k == "lr" else _round(v)) for k, v in record.items()}, default=str) + "\n")
 
     def log_train(self, epoch: int, inner_iter: int, iters_per_epoch: int, global_iter: int, lr: float,
                   log_vars: Mapping[str, float], time_s: float, data_time_s: float, eta_s: float | None = None) -> None:

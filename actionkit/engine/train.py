@@ -29,7 +29,8 @@ from torch.utils.data.dataloader import default_collate
 
 from ..config import to_plain
 from ..registry import DATASETS, ConfigError
-from .checkpoint import copy_checkpoint, get_rng_state, load_checkpoint, safe_load, save_checkpoint, set_rng_state
+from .checkpoint import (copy_checkpoint, extract_state_dict, get_rng_state, load_checkpoint, load_state_dict,
+                         safe_load, save_checkpoint, set_rng_state)
 from .distributed import (DistributedTestSampler, EpochBatchSampler, SeededDataset, all_gather_object,
                           broadcast_object, get_dist_info, is_dist, reduce_mean, sync_random_seed)
 from .logging import TrainLogger, get_logger
@@ -91,9 +92,35 @@ def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, flo
     return loss, out
 
 
+_BOX_KEYS = ("proposals", "gt_bboxes", "gt_labels")
+
+
+def auto_collate(batch: Sequence[Any]) -> Any:
+    """Collate for datasets without a ``collate_fn``: AVA-style items (boxes, ``img``) go through
+    ``actionkit.data.collate.collate_ava``, recognition items through ``collate_recognition`` (``img_metas``
+    kept as a list), anything else through torch's ``default_collate``."""
+    first = batch[0] if len(batch) else None
+    if isinstance(first, Mapping):
+        if first and all(isinstance(v, (list, tuple)) for v in first.values()):
+            # ``Collect(nested=True)`` (test time): every value is a list over augmentations; collate each
+            # augmentation separately -> ``{key: [batch_of_aug0, ...]}`` (mmcv's collate of nested items)
+            n_aug = len(next(iter(first.values())))
+            per_aug = [auto_collate([{k: item[k][a] for k in first} for item in batch]) for a in range(n_aug)]
+            return {k: [p[k] for p in per_aug] for k in first}
+        try:
+            from ..data import collate as _c
+        except ImportError:  # pragma: no cover - the data package is always shipped
+            return default_collate(batch)
+        if any(k in first for k in _BOX_KEYS):
+            return _c.collate_ava(batch)
+        return _c.collate_recognition(batch)
+    return default_collate(batch)
+
+
 def dataset_collate(dataset: Any) -> Callable:
+    """The dataset's ``collate_fn`` attribute when it has one, else :func:`auto_collate`."""
     fn = getattr(dataset, "collate_fn", None)
-    return fn if callable(fn) else default_collate
+    return fn if callable(fn) else auto_collate
 
 
 class WorkerInit:
@@ -225,6 +252,10 @@ def precise_bn(model: nn.Module, loader: Any, num_iters: int, amp: bool = False,
     return n
 
 
+def _revise(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+
+
 def _max_epochs(cfg: Mapping) -> int:
     if "total_epochs" in cfg:
         return int(cfg["total_epochs"])
@@ -300,7 +331,8 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
     resume_from = cfg.get("resume_from")
     if resume_from:
         ckpt = safe_load(resume_from, map_location="cpu")
-        load_checkpoint(model, resume_from, strict=False, logger=logger)
+        load_state_dict(model, _revise(extract_state_dict(ckpt, resume_from)), strict=False, logger=logger,
+                        filename=str(resume_from))
         if "optimizer" in ckpt and isinstance(ckpt["optimizer"], Mapping):
             optimizer.load_state_dict(ckpt["optimizer"])
         if "scheduler" in ckpt and isinstance(ckpt["scheduler"], Mapping):
@@ -341,7 +373,7 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
     eval_cfg = dict(cfg.get("evaluation") or {})
     eval_interval = int(eval_cfg.get("interval", 1))
     eval_start = eval_cfg.get("start")
-    save_best = eval_cfg.get("save_best")
+    save_best = eval_cfg.get("save_best", "auto")  # MMAction2 0.x EvalHook default
     pbn_cfg = cfg.get("precise_bn")
 
     val_dataset = val_loader = None

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import decimal
-import heapq
 import json
 import logging
 import os
@@ -125,29 +124,53 @@ _MAX_FAST_WIDTH = 24
 class _Buffer:
     """The bytes of one csv file, padded so that fixed-width row gathers never run past the end."""
 
-    def __init__(self, data: bytes, path: str):
+    PAD = 64
+
+    def __init__(self, pad: np.ndarray, size: int, path: str):
         self.path = path
-        self.raw = np.frombuffer(data, np.uint8)
-        self.size = len(data)
-        pad = np.zeros(self.size + 64, np.uint8)
-        pad[: self.size] = self.raw
         self.pad = pad
+        self.size = size
+        self.raw = pad[:size]
+
+    @classmethod
+    def from_path(cls, path: str) -> "_Buffer":
+        try:
+            with open(path, "rb", buffering=0) as f:
+                size = os.fstat(f.fileno()).st_size
+                pad = np.zeros(size + cls.PAD, np.uint8)
+                view = memoryview(pad)[:size]
+                got = 0
+                while got < size:
+                    k = f.readinto(view[got:])
+                    if not k:
+                        break
+                    got += k
+        except OSError as e:
+            raise AVAFormatError(f"{path}: cannot read ({e.strerror or e})") from None
+        return cls(pad, got, path)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, path: str) -> "_Buffer":
+        pad = np.zeros(len(data) + cls.PAD, np.uint8)
+        pad[: len(data)] = np.frombuffer(data, np.uint8)
+        return cls(pad, len(data), path)
 
     def gather(self, starts: np.ndarray, width: int) -> np.ndarray:
         """Rows ``[n, width]`` of the bytes at ``starts`` (bytes past each field are left as they are)."""
         if width <= 0 or len(starts) == 0:
             return np.zeros((len(starts), max(width, 0)), np.uint8)
-        if width > 64:
+        if width > self.PAD:
             idx = starts[:, None] + np.arange(width)[None, :]
             return self.pad[np.minimum(idx, len(self.pad) - 1)]
         view = np.lib.stride_tricks.as_strided(self.pad, shape=(self.size + 1, width), strides=(1, 1), writeable=False)
         return view[starts]
 
     def text(self, start: int, end: int) -> str:
-        return bytes(self.raw[start:end]).decode("utf-8", errors="replace")
+        return self.raw[start:end].tobytes().decode("utf-8", errors="replace")
 
 
 def _split_lines(buf: _Buffer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start / end offsets (without ``\\r\\n``) and 1-based numbers of the non-empty lines."""
     raw = buf.raw
     if buf.size == 0:
         z = np.zeros(0, np.int64)
@@ -159,10 +182,9 @@ def _split_lines(buf: _Buffer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     starts[0] = 0
     starts[1:] = ends[:-1] + 1
     lineno = np.arange(1, len(ends) + 1, dtype=np.int64)
-    nonempty = ends > starts
-    cr = np.zeros(len(ends), bool)
-    cr[nonempty] = raw[ends[nonempty] - 1] == 13
-    ends = ends - cr
+    cr = (buf.pad[np.maximum(ends - 1, 0)] == 13) & (ends > starts)
+    if cr.any():
+        ends = ends - cr
     keep = ends > starts
     if not keep.all():
         starts, ends, lineno = starts[keep], ends[keep], lineno[keep]
@@ -170,44 +192,47 @@ def _split_lines(buf: _Buffer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _split_fields(buf: _Buffer, starts, ends, lineno, allowed: tuple[int, ...], what: str):
-    """Per-row column count and field [start, end) offsets, shape ``[n, max(allowed)]`` (-1 where absent)."""
+    """Per-row column count, and the comma offsets ``[n, max(allowed) - 1]`` (-1 where a row has fewer)."""
     n = len(starts)
-    maxc = max(allowed)
+    k = max(allowed) - 1
     commas = np.flatnonzero(buf.raw == 44)
-    fs = np.full((n, maxc), -1, np.int64)
-    fe = np.full((n, maxc), -1, np.int64)
-    if n == 0:
-        return np.zeros(0, np.int64), fs, fe
-    k = maxc - 1
-    fast = False
-    if len(commas) == k * n and k > 0:
+    if len(commas) == k * n and n:
         cm = commas.reshape(n, k)
-        fast = bool((cm[:, 0] >= starts).all() and (cm[:, -1] < ends).all())
-    if fast:
-        ncol = np.full(n, maxc, np.int64)
-        fs[:, 0] = starts
-        fs[:, 1:] = cm + 1
-        fe[:, :-1] = cm
-        fe[:, -1] = ends
-        return ncol, fs, fe
+        if (cm[:, 0] >= starts).all() and (cm[:, -1] < ends).all():
+            return np.full(n, k + 1, np.int64), cm
     first = np.searchsorted(commas, starts)
-    last = np.searchsorted(commas, ends)
-    ncol = last - first + 1
+    ncol = np.searchsorted(commas, ends) - first + 1
     bad = ~np.isin(ncol, allowed)
     if bad.any():
         i = int(np.argmax(bad))
         raise AVAFormatError(
             f"{buf.path}:{lineno[i]}: {what} rows need {' or '.join(map(str, allowed))} comma-separated columns, "
             f"got {ncol[i]}: {buf.text(starts[i], ends[i])[:200]!r}")
-    fs[:, 0] = starts
-    for j in range(1, maxc):
-        has = ncol > j
-        ci = commas[np.minimum(first + j - 1, len(commas) - 1)] if len(commas) else np.zeros(n, np.int64)
-        fs[:, j] = np.where(has, ci + 1, -1)
-        fe[:, j - 1] = np.where(has, ci, fe[:, j - 1])
-    last_field = ncol - 1
-    fe[np.arange(n), last_field] = ends
-    return ncol, fs, fe
+    cm = np.full((n, k), -1, np.int64)
+    for j in range(k):
+        has = ncol > j + 1
+        cm[has, j] = commas[first[has] + j]
+    return ncol, cm
+
+
+class _Fields:
+    """Field offsets of the rows of one csv: field ``j`` of row ``i`` is ``[start(j)[i], end(j)[i])``."""
+
+    def __init__(self, starts, ends, ncol, cm):
+        self.starts, self.ends, self.ncol, self.cm = starts, ends, ncol, cm
+        self.full = bool((ncol == cm.shape[1] + 1).all())
+
+    def subset(self, rows: np.ndarray) -> "_Fields":
+        return _Fields(self.starts[rows], self.ends[rows], self.ncol[rows], self.cm[rows])
+
+    def start(self, j: int) -> np.ndarray:
+        return self.starts if j == 0 else self.cm[:, j - 1] + 1
+
+    def end(self, j: int) -> np.ndarray:
+        if j >= self.cm.shape[1]:
+            return self.ends
+        e = self.cm[:, j]
+        return e if self.full else np.where(e < 0, self.ends, e)
 
 
 def _parse_numbers(buf: _Buffer, fs: np.ndarray, fe: np.ndarray, lineno: np.ndarray, name: str,
@@ -307,69 +332,92 @@ def _parse_fixed_width(buf: _Buffer, fs: np.ndarray, width: int, integer: bool) 
     return val, bad
 
 
-def _is_head(K: np.ndarray, klen: np.ndarray) -> np.ndarray:
-    n = len(klen)
-    head = np.ones(n, bool)
-    if n > 1:
-        head[1:] = (klen[1:] != klen[:-1]) | (K[1:] != K[:-1]).any(1)
+_WORD_MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], np.uint64)
+
+
+def _masked_words(buf: _Buffer, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """The bytes ``[start, start+len)`` of each row as ``[n, words]`` uint64 (zero past the end)."""
+    nw = max(1, (int(lens.max()) + 7) // 8) if len(lens) else 1
+    K = np.ascontiguousarray(buf.gather(starts, nw * 8)).view("<u8").copy()
+    for w in range(nw):
+        K[:, w] &= _WORD_MASK[np.clip(lens - 8 * w, 0, 8)]
+    return K
+
+
+def _runs(K: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """Mask of the rows that differ from the previous row."""
+    head = np.ones(len(lens), bool)
+    if len(lens) > 1:
+        d = lens[1:] != lens[:-1]
+        for w in range(K.shape[1]):
+            d |= K[1:, w] != K[:-1, w]
+        head[1:] = d
     return head
 
 
-def _make_key(vid: str, ts: str, mode: str) -> str:
-    """The image key of one row: ``'%s,%04d' % (vid, int(ts))`` (MMAction2 0.x) or ``'%s,%.6f'`` (official)."""
+def _unique_rows(K: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First index of each distinct row (first-appearance order) and the inverse (row -> distinct id)."""
+    cols = [lens] + [K[:, w] for w in range(K.shape[1])]
+    o = np.lexsort(cols[::-1])
+    d = np.zeros(len(o), bool)
+    d[0] = True
+    for c in cols:
+        cs = c[o]
+        d[1:] |= cs[1:] != cs[:-1]
+    gid_sorted = np.cumsum(d) - 1
+    inv = np.empty(len(o), np.int64)
+    inv[o] = gid_sorted
+    first = np.full(int(gid_sorted[-1]) + 1, len(o), np.int64)
+    np.minimum.at(first, inv, np.arange(len(o)))
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return np.sort(first), rank[inv]
+
+
+def _make_key(vid: str, ts, mode: str) -> str:
+    """The image key: ``'%s,%04d' % (vid, int(ts))`` (MMAction2 0.x) or ``'%s,%.6f' % (vid, ts)`` (official)."""
     if mode == "official":
-        return "%s,%.6f" % (vid, decimal.Decimal(ts))
+        return "%s,%.6f" % (vid, decimal.Decimal(ts) if isinstance(ts, str) else ts)
     return "%s,%04d" % (vid, int(ts))
 
 
-def _factorize_keys(buf: _Buffer, starts, vid_end, key_end, lineno, mode: str) -> tuple[np.ndarray, list[str]]:
-    """Map each row's ``video_id,timestamp`` text to an index into a list of image keys (first-appearance order)."""
+def _factorize_keys(buf: _Buffer, f: _Fields, lineno, mode: str) -> tuple[np.ndarray, list[str]]:
+    """Map each row's ``video_id,timestamp`` to an index into the list of image keys (first-appearance order)."""
+    starts, vid_end, key_end = f.start(0), f.end(0), f.end(1)
     n = len(starts)
     if n == 0:
         return np.zeros(0, np.int64), []
     klen = key_end - starts
-    Wk = int(klen.max())
-    K = buf.gather(starts, Wk).copy()
-    K[np.arange(Wk)[None, :] >= klen[:, None]] = 0
-    head = _is_head(K, klen)
+    K = _masked_words(buf, starts, klen)
+    head = _runs(K, klen)
     heads = np.flatnonzero(head)
-    if len(heads) > 400_000:  # unsorted file: factorize the raw key texts by sorting once
-        void = np.ascontiguousarray(K).view(np.dtype((np.void, Wk)))[:, 0]
-        _, first_idx, inv = np.unique(void, return_index=True, return_inverse=True)
-        order = np.argsort(first_idx, kind="stable")
-        rank = np.empty_like(order)
-        rank[order] = np.arange(len(order))
-        raw_id = rank[inv.reshape(-1)]
-        reps = first_idx[order]
+    run_id = np.cumsum(head) - 1
+    # distinct raw texts among the run heads
+    if len(heads) < n:
+        first, raw_of_head = _unique_rows(K[heads], klen[heads])
+        reps = heads[first]
     else:
-        raw_id = np.cumsum(head) - 1
-        reps = heads
-    # raw text -> normalized key (different texts may normalize to the same key, e.g. '0902' and '902')
-    keys: list[str] = []
-    key_of: dict[str, int] = {}
-    text_of: dict[bytes, int] = {}
-    raw_to_key = np.empty(len(reps), np.int64)
-    raw = buf.raw
-    for r, i in enumerate(reps.tolist()):
-        bt = raw[starts[i]:key_end[i]].tobytes()
-        got = text_of.get(bt)
-        if got is None:
-            text = bt.decode("utf-8", errors="replace")
-            cut = int(vid_end[i] - starts[i])
-            vid, ts = text[:cut], text[cut + 1:]
-            if not vid.strip():
-                raise AVAFormatError(f"{buf.path}:{lineno[i]}: empty video id")
-            try:
-                key = _make_key(vid, ts, mode)
-            except (ValueError, decimal.InvalidOperation):
-                need = "a number" if mode == "official" else "an integer number of seconds"
-                raise AVAFormatError(f"{buf.path}:{lineno[i]}: timestamp must be {need}, got {ts!r}") from None
-            got = key_of.setdefault(key, len(keys))
-            if got == len(keys):
-                keys.append(key)
-            text_of[bt] = got
-        raw_to_key[r] = got
-    return raw_to_key[raw_id], keys
+        first, raw_of_head = _unique_rows(K, klen)
+        reps = first
+    del K
+    # per distinct text: video id and timestamp
+    vlen = vid_end[reps] - starts[reps]
+    if (vlen == 0).any():
+        i = reps[int(np.argmax(vlen == 0))]
+        raise AVAFormatError(f"{buf.path}:{lineno[i]}: empty video id")
+    ts = _parse_numbers(buf, vid_end[reps] + 1, key_end[reps], lineno[reps], "timestamp",
+                        integer=(mode != "official"))
+    V = _masked_words(buf, starts[reps], vlen)
+    vfirst, vid_of = _unique_rows(V, vlen)
+    vids = [buf.text(int(starts[reps[i]]), int(vid_end[reps[i]])) for i in vfirst.tolist()]
+    if mode == "official":
+        texts = ["%s,%.6f" % (vids[v], t) for v, t in zip(vid_of.tolist(), ts.tolist())]
+    else:
+        texts = ["%s,%04d" % (vids[v], t) for v, t in zip(vid_of.tolist(), ts.astype(np.int64).tolist())]
+    index = {k: i for i, k in enumerate(dict.fromkeys(texts))}
+    keys = list(index)
+    raw_to_key = np.array([index[k] for k in texts], np.int64).reshape(-1)
+    return raw_to_key[raw_of_head[run_id]], keys
 
 
 @dataclass
@@ -405,55 +453,60 @@ def read_ava_csv(path: str | os.PathLike, kind: str = "gt", mode: str = "mmactio
     Rows are ``video_id, timestamp, x1, y1, x2, y2, action_id[, score|person_id]``; 2-column rows list a keyframe
     without boxes. Boxes must satisfy ``0 <= x1 <= x2 <= 1`` and ``0 <= y1 <= y2 <= 1``. Rows whose action id is not
     in ``class_whitelist`` are skipped and counted (``unknown_class='skip'``, the reference behaviour) or rejected
-    (``'error'``). Every error names the file and the line.
+    (``'error'``). Image keys follow ``mode`` (``'video,%04d'`` of ``int(ts)``, or ``'video,%.6f'`` for the official
+    script). Every error names the file and the line. ``data`` reads these bytes instead of the file.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if kind not in ("gt", "det"):
         raise ValueError(f"kind must be 'gt' or 'det', got {kind!r}")
+    if unknown_class not in ("skip", "error"):
+        raise ValueError(f"unknown_class must be 'skip' or 'error', got {unknown_class!r}")
     path = str(path)
-    if data is None:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise AVAFormatError(f"{path}: cannot read ({e.strerror or e})") from None
-    buf = _Buffer(data, path)
+    buf = _Buffer.from_path(path) if data is None else _Buffer.from_bytes(data, path)
     starts, ends, lineno = _split_lines(buf)
     if len(starts) == 0:
         return _empty_rows(path, mode)
     allowed = (2, 7, 8) if kind == "gt" else (2, 8)
     what = "ground-truth" if kind == "gt" else "detection"
-    ncol, fs, fe = _split_fields(buf, starts, ends, lineno, allowed, what)
-    key_idx, keys = _factorize_keys(buf, starts, fe[:, 0], fe[:, 1], lineno, mode)
+    ncol, cm = _split_fields(buf, starts, ends, lineno, allowed, what)
+    f = _Fields(starts, ends, ncol, cm)
+    key_idx, keys = _factorize_keys(buf, f, lineno, mode)
     box_rows = ncol >= 7
-    num_empty = int((~box_rows).sum())
-    if not box_rows.all():
-        fs, fe, ncol, lineno, key_idx = fs[box_rows], fe[box_rows], ncol[box_rows], lineno[box_rows], key_idx[box_rows]
-    n = len(lineno)
-    labels = _parse_numbers(buf, fs[:, 6], fe[:, 6], lineno, "action id", integer=True).astype(np.int64)
-    if n and labels.min() < 1:
+    num_empty = len(box_rows) - int(box_rows.sum())
+    if num_empty:
+        sel = np.flatnonzero(box_rows)
+        f, ncol, lineno, key_idx = f.subset(sel), ncol[sel], lineno[sel], key_idx[sel]
+    labels = _parse_numbers(buf, f.start(6), f.end(6), lineno, "action id", integer=True).astype(np.int64)
+    if len(labels) and labels.min() < 1:
         i = int(np.argmax(labels < 1))
         raise AVAFormatError(f"{path}:{lineno[i]}: action id must be >= 1, got {labels[i]}")
     skipped: dict[int, int] = {}
-    if class_whitelist is not None:
-        wl = np.asarray(sorted(set(int(c) for c in class_whitelist)), np.int64)
-        keep = np.isin(labels, wl)
+    if class_whitelist is not None and len(labels):
+        wl = np.zeros(max(int(labels.max()), max(class_whitelist, default=0)) + 1, bool)
+        wl[[int(c) for c in class_whitelist]] = True
+        keep = wl[labels]
         if not keep.all():
             if unknown_class == "error":
                 i = int(np.argmax(~keep))
                 raise AVAFormatError(f"{path}:{lineno[i]}: action id {labels[i]} is not in the label map")
-            ids, cnt = np.unique(labels[~keep], return_counts=True)
-            skipped = dict(zip(ids.tolist(), cnt.tolist()))
-            fs, fe, ncol, lineno, key_idx, labels = fs[keep], fe[keep], ncol[keep], lineno[keep], key_idx[keep], labels[keep]
-            n = len(lineno)
+            cnt = np.bincount(labels[~keep])
+            skipped = {int(i): int(cnt[i]) for i in np.flatnonzero(cnt)}
+            sel = np.flatnonzero(keep)
+            f, ncol, lineno, key_idx, labels = f.subset(sel), ncol[sel], lineno[sel], key_idx[sel], labels[sel]
+    n = len(labels)
     boxes = np.empty((n, 4), np.float64)
     for j, name in enumerate(("x1", "y1", "x2", "y2")):
-        boxes[:, j] = _parse_numbers(buf, fs[:, 2 + j], fe[:, 2 + j], lineno, name)
+        boxes[:, j] = _parse_numbers(buf, f.start(2 + j), f.end(2 + j), lineno, name)
     scores = np.ones(n, np.float64)
     has8 = ncol == 8
     if has8.any():
         sname = "score" if kind == "det" else "8th column (person id / score)"
-        scores[has8] = _parse_numbers(buf, fs[has8, 7], fe[has8, 7], lineno[has8], sname)
+        if has8.all():
+            scores = _parse_numbers(buf, f.start(7), f.end(7), lineno, sname)
+        else:
+            sub = f.subset(np.flatnonzero(has8))
+            scores[has8] = _parse_numbers(buf, sub.start(7), sub.end(7), lineno[has8], sname)
     _check_boxes(path, boxes, lineno)
     return AVARows(path, mode, keys, key_idx, boxes, labels, scores, lineno, skipped, num_empty)
 
@@ -534,29 +587,124 @@ class FrameMAPResult:
 
 
 def _key_mask(keys: Sequence[str], members) -> np.ndarray:
-    return np.fromiter((k in members for k in keys), bool, len(keys))
+    return np.array([k in members for k in keys], bool).reshape(-1)
 
 
-def _heap_entries(rows: np.ndarray, scores, labels, boxes, capacity: int) -> list[int]:
-    """The official script's per-key heap (``heapq`` on ``(score, action_id, y1, x1, y2, x2)``), then
-    ``sorted(key=-score)``; returns row indices in the resulting order (identical tuples are interchangeable)."""
-    sl = scores[rows].tolist()
-    ll = labels[rows].tolist()
-    bl = boxes[rows].tolist()
-    entries: list[tuple] = []
-    where: dict[tuple, list[int]] = {}
-    push, replace = heapq.heappush, heapq.heapreplace
-    for r, s, a, b in zip(rows.tolist(), sl, ll, bl):
-        t = (s, a, b[1], b[0], b[3], b[2])
-        where.setdefault(t, []).append(r)
-        if capacity < 1 or len(entries) < capacity:
-            push(entries, t)
-        elif s > entries[0][0]:
-            replace(entries, t)
-    out = []
-    for t in sorted(entries, key=lambda x: -x[0]):
-        out.append(where[t].pop())
-    return out
+def _order_codes(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """Order-preserving dense integer codes of a float column (equal values -> equal codes), and their count."""
+    if len(x) == 0:
+        return np.zeros(0, np.int64), 1
+    k = np.rint(x * 1000.0)
+    if np.abs(k).max() < 2**40 and np.array_equal(k / 1000.0, x):  # 3-decimal values (the results csv)
+        k = k.astype(np.int64)
+        k -= k.min()
+        return k, int(k.max()) + 1
+    u, inv = np.unique(x, return_inverse=True)
+    return inv.reshape(-1).astype(np.int64), len(u)
+
+
+def _tuple_codes(scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int64 codes ordering rows like the tuples ``(score, action_id, y1, x1, y2, x2)`` of the official script,
+    and the codes of the scores alone."""
+    s_code, s_card = _order_codes(scores)
+    cols = [(s_code, s_card), (labels.astype(np.int64), int(labels.max()) + 1 if len(labels) else 1)]
+    for j in (1, 0, 3, 2):
+        cols.append(_order_codes(boxes[:, j]))
+    total = 1
+    for _, card in cols:
+        total *= card
+    if total < 2**62:
+        code = np.zeros(len(scores), np.int64)
+        for c, card in cols:
+            code = code * card + c
+        return code, s_code
+    o = np.lexsort([c for c, _ in cols[::-1]])
+    diff = np.zeros(len(o), bool)
+    for c, _ in cols:
+        cs = c[o]
+        diff[1:] |= cs[1:] != cs[:-1]
+    code = np.empty(len(o), np.int64)
+    code[o] = np.cumsum(diff)
+    return code, s_code
+
+
+def _simulate_heaps(code: np.ndarray, s_code: np.ndarray, counts: np.ndarray,
+                    capacity: int) -> tuple[np.ndarray, np.ndarray]:
+    """Run the ``heapq`` push / ``heapreplace`` sequence of the official ``read_csv`` on many keyframes at once.
+
+    Items are laid out key after key in arrival order (``counts`` per key, keys sorted by decreasing count);
+    ``code`` orders them as the tuples do, ``s_code`` as their scores. Returns the heap arrays ``[K, width]`` of
+    item indices (-1 for empty slots) and their fill sizes.
+    """
+    K = len(counts)
+    nmax = int(counts.max()) if K else 0
+    width = capacity if capacity > 0 else nmax
+    H = np.full((K, max(width, 1)), -1, np.int64)
+    HC = np.zeros((K, max(width, 1)), np.int64)
+    start = np.zeros(K, np.int64)
+    if K > 1:
+        np.cumsum(counts[:-1], out=start[1:])
+    neg = -counts
+    for j in range(nmax):
+        A = int(np.searchsorted(neg, -j, side="left"))  # keys with more than j items
+        items = start[:A] + j
+        c = code[items]
+        if capacity <= 0 or j < capacity:  # heappush at slot j, then sift towards the root
+            rows = np.arange(A)
+            p = j
+            while p > 0 and len(rows):
+                par = (p - 1) >> 1
+                pc = HC[rows, par]
+                mv = c < pc
+                st = ~mv
+                if st.any():
+                    rs = rows[st]
+                    HC[rs, p] = c[st]
+                    H[rs, p] = items[st]
+                rows, c, items, pc = rows[mv], c[mv], items[mv], pc[mv]
+                HC[rows, p] = pc
+                H[rows, p] = H[rows, par]
+                p = par
+            if len(rows):
+                HC[rows, p] = c
+                H[rows, p] = items
+            continue
+        # heapreplace where the score beats the root's score
+        acc = s_code[items] > s_code[H[:A, 0]]
+        rows = np.flatnonzero(acc)
+        if not len(rows):
+            continue
+        items, c = items[acc], c[acc]
+        pos = np.zeros(len(rows), np.int64)
+        while True:  # heapq._siftup: move the smaller child up until reaching a leaf (ties take the right child)
+            child = 2 * pos + 1
+            go = child < width
+            if not go.any():
+                break
+            r, ch = rows[go], child[go]
+            right = ch + 1
+            has_r = right < width
+            rr = np.where(has_r, right, ch)
+            use_r = has_r & ~(HC[r, ch] < HC[r, rr])
+            ch = np.where(use_r, rr, ch)
+            pg = pos[go]
+            HC[r, pg] = HC[r, ch]
+            H[r, pg] = H[r, ch]
+            pos[go] = ch
+        while True:  # heapq._siftdown: bubble the new item up from that leaf
+            par = (pos - 1) >> 1
+            mv = pos > 0
+            mv[mv] = c[mv] < HC[rows[mv], par[mv]]
+            if not mv.any():
+                break
+            r, pm, pp = rows[mv], pos[mv], par[mv]
+            HC[r, pm] = HC[r, pp]
+            H[r, pm] = H[r, pp]
+            pos[mv] = pp
+        HC[rows, pos] = c
+        H[rows, pos] = items
+    sizes = np.minimum(counts, width) if capacity > 0 else counts.copy()
+    return H, sizes
 
 
 def _order_rows(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: str, capacity: int,
@@ -568,7 +716,12 @@ def _order_rows(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: str,
     if len(idx) == 0:
         return idx
     kr = key_rank[rows.key[idx]]
-    order = idx[np.lexsort((-rows.scores[idx], kr))]
+    s_code, s_card = _order_codes(rows.scores[idx])
+    if (int(kr.max()) + 1) * s_card < 2**62:  # one stable sort of (key rank, descending score)
+        order = idx[np.argsort(kr * s_card + (s_card - 1 - s_code), kind="stable")]
+    else:
+        order = idx[np.lexsort((-rows.scores[idx], kr))]
+    del s_code
     if mode != "official":
         return order
     # official: simulate the heap where its layout can matter, i.e. keys over capacity, or with two different
@@ -601,18 +754,41 @@ def _order_rows(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: str,
             need[grp] = True
     if not need.any():
         return order
+
+    # the simulated keys: their rows in arrival (file) order, keys by decreasing count
+    gsel = np.flatnonzero(need)
+    cnts = (gend - gstart)[gsel]
+    kord = np.argsort(-cnts, kind="stable")
+    gsel, cnts = gsel[kord], cnts[kord]
+    # rows of those keys in arrival (file) order, keys in the order of gsel
+    grank = np.full(len(gstart), -1, np.int64)
+    grank[gsel] = np.arange(len(gsel))
+    pos_grp = np.repeat(grank, gend - gstart)
+    in_sim = np.flatnonzero(pos_grp >= 0)
+    seg_rows = order[in_sim]
+    seg_rows = seg_rows[np.argsort(pos_grp[in_sim] * (int(order.max()) + 1) + seg_rows, kind="stable")]
+    code, s_code = _tuple_codes(rows.scores[seg_rows], rows.labels[seg_rows], rows.boxes[seg_rows])
+    H, sizes = _simulate_heaps(code, s_code, cnts, capacity)
+    # sorted(entries, key=-score): stable over the heap array order
+    filled = np.arange(H.shape[1])[None, :] < sizes[:, None]
+    sk = np.where(filled, -s_code[np.maximum(H, 0)], np.iinfo(np.int64).max)
+    H = np.take_along_axis(H, np.argsort(sk, axis=1, kind="stable"), axis=1)
+    # write each key's kept rows over the start of its slice of ``order``; drop the rest of the slice
     out = order.copy()
     keep = np.ones(n, bool)
-    n_capped = 0
-    for g in np.flatnonzero(need).tolist():
-        a, b = int(gstart[g]), int(gend[g])
-        grp_rows = np.sort(order[a:b])  # file (arrival) order
-        res = _heap_entries(grp_rows, rows.scores, rows.labels, rows.boxes, capacity)
-        out[a:a + len(res)] = res
-        keep[a + len(res):b] = False
-        n_capped += (b - a) - len(res)
+    starts_sel = gstart[gsel]
+    within = np.arange(H.shape[1])[None, :]
+    dest = (starts_sel[:, None] + within)[filled]
+    out[dest] = seg_rows[H[filled]]
+    drop = (within < cnts[:, None]) & ~filled if H.shape[1] >= int(cnts.max()) else None
+    if drop is not None:
+        keep[(starts_sel[:, None] + within)[drop]] = False
+    else:
+        over = np.flatnonzero(cnts > sizes)
+        for i in over.tolist():
+            keep[starts_sel[i] + sizes[i]:starts_sel[i] + cnts[i]] = False
     if stats is not None:
-        stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + n_capped
+        stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + int((~keep).sum())
     return out[keep]
 
 
@@ -677,7 +853,8 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
 
     # ---- detections
     gt_index = {k: i for i, k in enumerate(gt.keys)}
-    d2g = np.fromiter((gt_index.get(k, -1) for k in det.keys), np.int64, len(det.keys))
+    get = gt_index.get
+    d2g = np.array([get(k, -1) for k in det.keys], np.int64).reshape(-1)
     det_excl = _key_mask(det.keys, excluded) if excluded else np.zeros(len(det.keys), bool)
     dsel = wl[np.minimum(det.labels, num_class)] & (det.labels <= num_class)
     n_excl_rows = int((det_excl[det.key] & dsel).sum())

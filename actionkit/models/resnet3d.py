@@ -47,24 +47,34 @@ def _per_block(value: int | Sequence[int], blocks: int, what: str) -> tuple[int,
 # checkpoint files
 # ----------------------------------------------------------------------------------------------
 
-def _check_local_file(name: str, what: str) -> None:
-    """``torchvision://`` / ``open-mmlab://`` / ``http(s)://`` names cannot be fetched here: a clear error
-    asks for a local file path instead; a missing file names the path."""
+def _check_local_file(name: str, what: str) -> str:
+    """Return a local file path for ``name``; a clear error when there is none.
+
+    ``torchvision://<arch>`` resolves to an already-downloaded copy (torch hub cache or
+    ``$ACTIONKIT_PRETRAINED_DIR``, see ``actionkit.models.pretrained``); nothing is ever downloaded, so other
+    ``scheme://`` names (``open-mmlab://``, ``http(s)://``) ask for a local file path instead.
+    """
+    if name.startswith("torchvision://"):
+        from actionkit.models.pretrained import resolve_pretrained
+        try:
+            return resolve_pretrained(name)
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"cannot load {what}: {exc} Pass a local file path instead, e.g. "
+                                    f"pretrained='/path/to/resnet50-0676ba61.pth'.") from None
     if "://" in name:
         scheme = name.split("://", 1)[0]
         raise FileNotFoundError(
             f"cannot load {what} '{name}': '{scheme}://' names are not downloaded by actionkit (no network "
-            f"access, no torchvision). Download the file yourself and pass a local file path instead, e.g. "
-            f"pretrained='/path/to/resnet50-0676ba61.pth' (torchvision's IMAGENET1K_V1 ResNet-50 for "
-            f"'torchvision://resnet50').")
+            f"access). Download the file yourself and pass a local file path instead "
+            f"(e.g. pretrained='/path/to/file.pth').")
     if not os.path.isfile(name):
         raise FileNotFoundError(f"{what} file not found: '{name}' (pass an existing local .pth file path)")
+    return name
 
 
 def load_state_dict_file(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """Read a state dict from a local ``.pth`` file (``weights_only=True``; ``{'state_dict': ...}`` unwrapped)."""
-    name = os.fspath(path)
-    _check_local_file(name, what)
+    name = _check_local_file(os.fspath(path), what)
     try:
         obj = torch.load(name, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -79,7 +89,7 @@ def load_state_dict_file(path: str | os.PathLike, what: str = "checkpoint") -> d
 
 def load_3d_checkpoint(module: nn.Module, path: str, strict: bool = False) -> None:
     """Load a full 3D checkpoint into ``module`` (the ``pretrained2d=False`` / SlowFast path)."""
-    _check_local_file(os.fspath(path), "3D checkpoint")
+    path = _check_local_file(os.fspath(path), "3D checkpoint")
     try:
         from actionkit.engine.checkpoint import load_checkpoint  # the shared loader when present
     except ImportError:
@@ -412,7 +422,8 @@ class ResNet3d(nn.Module):
                 logger.warning("%s has no norm layer; %s not loaded", name, bn2d)
             else:
                 self._inflate_bn_params(module.norm, sd2d, bn2d, used)
-        remaining = [k for k in sd2d if k not in set(used)]
+        used_set = set(used)
+        remaining = [k for k in sd2d if k not in used_set]
         if remaining:
             logger.info("These parameters in the 2d checkpoint are not loaded: %s", remaining)
         return used
