@@ -137,7 +137,8 @@ def main(argv=None) -> int:
             r = q.get()
             p.join()
             rows.append(r)
-    print("\n| mode | read GT (s) | read det (s) | evaluate (s) | total wall (s) | total CPU (s) | peak RSS (MiB) | mAP |")
+    print("\n| mode | read GT (s) | read det (s) | evaluate (s) | total wall (s) | total CPU (s) | peak RSS (MiB) "
+          "| mAP |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['mode']} | {r['read_gt']:.2f} | {r['read_det']:.2f} | {r['evaluate']:.2f} | {r['total']:.2f} | "

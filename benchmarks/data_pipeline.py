@@ -99,20 +99,22 @@ def loader_rate(ds, workers: int, items: int) -> float:
 
 def bare_decode_rate(make_reader, paths: list[str], pipeline_cfg: list[dict], total_frames: int,
                      items: int, start_index: int) -> tuple[float, float]:
-    """(items/s, frames/s) of reader.get_frames on the indices the sampler of the pipeline draws."""
+    """(items/s, frames/s) of reader.get_frames on the indices the sampler of the pipeline draws (best of 3)."""
     sampler = Compose([pipeline_cfg_sampler(pipeline_cfg)])
     jobs = []
     for i in range(items):
         res = sampler(dict(total_frames=total_frames, start_index=start_index, modality="RGB"))
         jobs.append((paths[i % len(paths)], res["frame_inds"]))
-    t = time.perf_counter()
-    nframes = 0
-    for path, inds in jobs:
-        r = make_reader(path)
-        nframes += len(r.get_frames(inds - start_index))
-        r.close()
-    dt = time.perf_counter() - t
-    return items / dt, nframes / dt
+    best = float("inf")
+    nframes = sum(len(inds) for _, inds in jobs)
+    for _ in range(3):  # best of 3: the machine is shared
+        t = time.perf_counter()
+        for path, inds in jobs:
+            r = make_reader(path)
+            r.get_frames(inds - start_index)
+            r.close()
+        best = min(best, time.perf_counter() - t)
+    return items / best, nframes / best
 
 
 def pipeline_cfg_sampler(cfg: list[dict]) -> dict:

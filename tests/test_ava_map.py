@@ -219,7 +219,8 @@ def test_read_labelmap_errors(tmp_path, text, msg):
 # csv reading
 # ---------------------------------------------------------------------------------------------------------------------
 def test_read_csv_formats(tmp_path):
-    p = write(tmp_path, "gt.csv", "v1,0902,0.1,0.2,0.3,0.4,1,7\r\nv1,902,0.1,0.2,0.3,0.4,2\n\nv2,0903\nv1,0904,1,0,1,1e-1,3,0")
+    p = write(tmp_path, "gt.csv",
+              "v1,0902,0.1,0.2,0.3,0.4,1,7\r\nv1,902,0.1,0.2,0.3,0.4,2\n\nv2,0903\nv1,0904,1,0,1,1e-1,3,0")
     r = read_ava_csv(p, "gt")
     assert r.keys == ["v1,0902", "v2,0903", "v1,0904"]
     assert r.key.tolist() == [0, 0, 2] and r.lineno.tolist() == [1, 2, 5]
@@ -512,7 +513,9 @@ def test_evaluator_matches_csv_round_trip(tmp_path):
     ref = frame_map(gt, tmp_path / "r.csv", lm)
     assert res.mAP == ref.mAP and res.to_json() == ref.to_json()
     assert res.per_class[3] == 1.0 and math.isnan(res.per_class[2]) and res.num_gt[1] == 2
-    assert res.to_dict()["mAP@0.5IOU"] == res.mAP and "PerformanceByCategory/AP@0.5IOU/a" in res.to_dict()
+    d = res.to_dict()
+    assert d["mAP@0.5IOU"] == res.mAP and d["PerformanceByCategory/AP@0.5IOU/c"] == 1.0
+    assert math.isnan(d["PerformanceByCategory/AP@0.5IOU/b"]) and list(res.to_dict(False)) == ["mAP@0.5IOU"]
     ev.reset()
     assert ev.evaluate().mAP == 0.0
 
@@ -560,3 +563,51 @@ def test_vectorised_heaps_equal_heapq(capacity):
             elif t[0] > entries[0][0]:
                 heapq.heapreplace(entries, t)
         assert got[k] == sorted(entries, key=lambda t: -t[0]), k
+
+
+def test_sub_second_timestamps_are_distinct_keys_in_official_mode(tmp_path):
+    gt = [("v", "902", *A, 1, 0), ("v", "902.5", *B, 1, 0)]
+    dets = [("v", "902.500000", *B, 1, 0.9), ("v", "902", *A, 1, 0.8)]
+    r = run(tmp_path, gt, dets, mode="official")
+    assert r.per_class[1] == 1.0 and r.num_gt[1] == 2
+    with pytest.raises(AVAFormatError, match="gt.csv:2: timestamp must be an integer"):
+        run(tmp_path, gt, dets)
+
+
+def test_interleaved_rows_and_custom_classes(tmp_path):
+    # keyframes interleaved row by row; custom_classes restricts the evaluated classes
+    gt = [gtrow(K1, A, 1), gtrow(K2, B, 2), gtrow(K1, B, 3), gtrow(K2, A, 1)]
+    dets = [drow(K2, A, 1, 0.7), drow(K1, A, 1, 0.6), drow(K2, B, 2, 0.5), drow(K1, C, 3, 0.9), drow(K1, B, 3, 0.4)]
+    d = tmp_path
+    r = frame_map(write(d, "g.csv", gt), write(d, "d.csv", dets), write(d, "l.pbtxt", LABELS3))
+    assert r.per_class == {1: 1.0, 2: 1.0, 3: 0.5} and r.mAP == pytest.approx(2.5 / 3)
+    r = frame_map(d / "g.csv", d / "d.csv", d / "l.pbtxt", custom_classes=[1, 3])
+    assert list(r.per_class) == [1, 3] and r.mAP == 0.75
+
+
+def test_no_ground_truth_gives_nan_with_warning(tmp_path, caplog):
+    r = run(tmp_path, [("v", "0902")], [drow(K1, A, 1, 0.9)])
+    assert math.isnan(r.mAP) and all(math.isnan(v) for v in r.per_class.values())
+    assert "no ground truth" in caplog.text
+
+
+def test_real_format_samples_read():
+    gt = read_ava_csv(require_shared(AVA_SAMPLES / "ava_dataset__ava_sample.csv"), "gt")
+    assert gt.num_rows > 0 and gt.keys[0].count(",") == 1 and len(gt.keys[0].split(",")[1]) == 4
+    ex = read_exclusions(AVA_SAMPLES / "ava_dataset__ava_excluded_timestamps_sample.csv")
+    assert ex == {"0f39OWEqJ24,0903", "_-Z6wFjXtGQ,0902"}
+
+
+@pytest.mark.parametrize("n, decimals", [(3000, None), (3000, 3), (500, 1)])
+def test_tuple_codes_order_like_python_tuples(n, decimals):
+    rng = np.random.default_rng(n)
+    scores, boxes = rng.random(n), rng.random((n, 4))
+    if decimals is not None:
+        scores, boxes = scores.round(decimals), boxes.round(decimals)
+    labels = rng.integers(1, 81, n)
+    code, s_code = ava_map._tuple_codes(scores, labels, boxes)  # n=3000 floats: the lexsort fallback
+    tuples = [(scores[i], labels[i], boxes[i, 1], boxes[i, 0], boxes[i, 3], boxes[i, 2]) for i in range(n)]
+    i, j = rng.integers(0, n, (2, 20000))
+    for a, b in zip(i.tolist(), j.tolist()):
+        assert (code[a] < code[b]) == (tuples[a] < tuples[b]) and (code[a] == code[b]) == (tuples[a] == tuples[b])
+        assert (s_code[a] < s_code[b]) == (scores[a] < scores[b])

@@ -68,7 +68,7 @@ def _read_keys(path: Path) -> list[tuple[str, tuple[int, ...]]]:
     out = []
     for line in path.read_text().splitlines():
         line = line.strip()
-        if not line:
+        if not line or line.startswith("#"):
             continue
         name, shape = line.split("\t") if "\t" in line else line.split(None, 1)
         out.append((name, tuple(int(x) for x in shape.strip("()").replace(" ", "").split(",") if x)))

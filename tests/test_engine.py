@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -27,7 +26,16 @@ REPO = TESTS_DIR.parent
 
 
 # ------------------------------------------------------------------------------------ test-only model and data
-@MODELS.register("EngineTestRecognizer")
+def _register(registry, name: str):
+    """Register under a test-only name; a re-import of this module (another module name) is a no-op."""
+    def deco(cls):
+        if name not in registry._items:
+            registry.register(name)(cls)
+        return cls
+    return deco
+
+
+@_register(MODELS, "EngineTestRecognizer")
 class EngineTestRecognizer(nn.Module):
     """Recognizer-like: ``forward(imgs [B, V, D], label=None, return_loss=True)``."""
 
@@ -58,7 +66,7 @@ class EngineTestRecognizer(nn.Module):
         return logits.reshape(b, v, -1).mean(1)
 
 
-@DATASETS.register("EngineTestDataset")
+@_register(DATASETS, "EngineTestDataset")
 class EngineTestDataset(torch.utils.data.Dataset):
     """Gaussian blobs, one per class; ``__getitem__`` adds random noise (an augmentation)."""
 
@@ -374,6 +382,24 @@ def test_collate_chosen_by_dataset():
     assert ava["img"].shape == (2, 3, 2, 4, 4) and [p.shape[0] for p in ava["proposals"]] == [1, 3]
     rec = fn([{"imgs": torch.zeros(2, 8), "label": torch.tensor(i)} for i in range(3)])
     assert rec["imgs"].shape == (3, 2, 8) and rec["label"].tolist() == [0, 1, 2]
+    # Collect(nested=True) test items: every value wrapped in a list over augmentations
+    nested = fn([{"img": [torch.zeros(3, 2, 4, 4)], "proposals": [torch.zeros(n, 4)], "img_metas": [{"k": n}]}
+                 for n in (1, 2, 3)])
+    assert len(nested["img"]) == 1 and nested["img"][0].shape == (3, 3, 2, 4, 4)
+    assert [p.shape[0] for p in nested["proposals"][0]] == [1, 2, 3]
+    assert nested["img_metas"] == [[{"k": 1}, {"k": 2}, {"k": 3}]]
+    from actionkit.engine.test import batch_size_of, split_result
+
+    assert batch_size_of(nested) == 3 and batch_size_of(ava) == 2
+    assert len(split_result([[np.zeros((0, 5))]] * 3, 3)) == 3
+
+
+def test_evaluation_schedule_like_mmcv():
+    from actionkit.engine.train import _should_evaluate
+
+    assert [e + 1 for e in range(10) if _should_evaluate(e, 5, None)] == [5, 10]
+    assert [e + 1 for e in range(22) if _should_evaluate(e, 1, 18)] == [18, 19, 20, 21, 22]
+    assert [e + 1 for e in range(12) if _should_evaluate(e, 4, 2)] == [2, 6, 10]
 
 
 class IndexEcho(nn.Module):
@@ -427,6 +453,23 @@ def test_distributed_test_returns_every_sample_once_in_order(tmp_path):
     single = single_gpu_test(IndexEcho(), build_test_loader(_indexed_dataset(5), {"data": {"workers_per_gpu": 0,
                              "test_dataloader": {"videos_per_gpu": 2}}}, "test", False))
     assert [float(r[0]) for r in single] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+def test_resume_from_mmaction2_style_checkpoint(tmp_path):
+    """A 0.x file only has meta.epoch/iter (no position in the epoch, no RNG states): resume at that epoch."""
+    cfg = write_config(tmp_path, epochs=3)
+    wd = tmp_path / "src"
+    train_main([str(cfg), "--work-dir", str(wd), "--seed", "0", "--cfg-options", "total_epochs=2"])
+    ck = safe_load(wd / "epoch_2.pth")
+    mm = {"meta": {"epoch": 2, "iter": 12, "mmcv_version": "1.3.9", "hook_msgs": {"best_score": np.float64(0.5)}},
+          "state_dict": ck["state_dict"], "optimizer": ck["optimizer"]}
+    torch.save(mm, tmp_path / "mm.pth")
+    wd2 = tmp_path / "resumed"
+    train_main([str(cfg), "--work-dir", str(wd2), "--seed", "0", "--resume-from", str(tmp_path / "mm.pth")])
+    assert not (wd2 / "epoch_2.pth").exists() and (wd2 / "epoch_3.pth").is_file()
+    train = [r for r in read_json_log(wd2) if r.get("mode") == "train"]
+    assert {r["epoch"] for r in train} == {3}
+    assert safe_load(wd2 / "epoch_3.pth")["meta"]["iter"] == 18
 
 
 def _failure_text(r: subprocess.CompletedProcess) -> str:

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import random
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np

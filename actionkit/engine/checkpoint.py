@@ -95,6 +95,8 @@ def _make_inert(path: str) -> type:
 
 
 _UNSUPPORTED_RE = re.compile(r"Unsupported global: GLOBAL (\S+) was not an allowed global")
+_BLOCKED_RE = re.compile(r"unsupported GLOBAL (\S+) whose module (\S+) is blocked")
+_WO_DETAIL_RE = re.compile(r"WeightsUnpickler error: ([^\n]+)")
 
 
 def _inert_to_plain(obj: Any, found: list[str]) -> Any:
@@ -131,14 +133,18 @@ def _find_inert(obj: Any, path: str = "") -> str | None:
     return None
 
 
-def _read_bytes(filename: str | os.PathLike) -> bytes:
+def _check_file(filename: str | os.PathLike) -> bytes:
+    """The first bytes of the file (format sniffing); clear errors for missing/unreadable/empty files."""
     try:
         with open(filename, "rb") as f:
-            return f.read()
+            head = f.read(4)
     except FileNotFoundError:
         raise CheckpointError(filename, "checkpoint file not found") from None
     except OSError as exc:
         raise CheckpointError(filename, f"cannot read checkpoint: {exc}") from None
+    if not head:
+        raise CheckpointError(filename, "checkpoint file is empty")
+    return head
 
 
 def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
@@ -148,15 +154,13 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
     the ``meta`` / ``message_hub`` / ``param_schedulers`` parts (with a warning); anywhere else the load
     fails with :class:`CheckpointError`.  Never runs a plain unpickler, never executes checkpoint code.
     """
-    data = _read_bytes(filename)
-    if len(data) == 0:
-        raise CheckpointError(filename, "checkpoint file is empty")
+    head = _check_file(filename)
     placeholders: dict[str, type] = {}
     # For zip checkpoints list the unknown globals up front (a static scan of the pickle).
-    if data[:4] == b"PK\x03\x04":
+    if head == b"PK\x03\x04":
         try:
             with torch.serialization.safe_globals(safe_globals_list()):
-                for path in torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(data)):
+                for path in torch.serialization.get_unsafe_globals_in_checkpoint(str(filename)):
                     placeholders.setdefault(path, _make_inert(path))
         except Exception:  # corrupt archives are reported by the real load below
             pass
@@ -164,15 +168,20 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
         allowed = safe_globals_list() + [(cls, path) for path, cls in placeholders.items()]
         try:
             with torch.serialization.safe_globals(allowed):
-                obj = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+                obj = torch.load(str(filename), map_location=map_location, weights_only=True)
             break
         except pickle.UnpicklingError as exc:
             msg = str(exc)
             m = _UNSUPPORTED_RE.search(msg)
             if m is None:
-                if "blocked" in msg or "Unsupported" in msg or "unrecognized" in msg or "Can only" in msg:
+                blocked = _BLOCKED_RE.search(msg)
+                if blocked:
+                    raise CheckpointError(filename, f"refusing to load: the file calls {blocked.group(1)} (module "
+                                          f"'{blocked.group(2)}' is never allowed in a checkpoint)") from None
+                detail = _WO_DETAIL_RE.search(msg)
+                if detail and ("Unsupported" in msg or "unrecognized" in msg or "Can only" in msg):
                     raise CheckpointError(filename, "refusing to load: the file holds an object that is not "
-                                          "allowed in a checkpoint (" + msg.split(". ")[0] + ")") from None
+                                          f"allowed in a checkpoint ({detail.group(1).strip()})") from None
                 raise CheckpointError(filename, f"corrupt or truncated checkpoint ({msg.splitlines()[0]})") from None
             path = m.group(1)
             if "." not in path:

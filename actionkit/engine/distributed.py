@@ -4,7 +4,7 @@ from __future__ import annotations
 import datetime
 import math
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch

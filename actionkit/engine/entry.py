@@ -2,20 +2,18 @@
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import pprint
 import sys
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 
 from .. import __version__
 from ..config import Config, load_config, to_plain
-from ..registry import DATASETS, MODELS, ConfigError
+from ..registry import DATASETS, MODELS
 from ..utils import atomic_save_text
 from .checkpoint import load_checkpoint
 from .distributed import barrier, get_dist_info, init_dist, launched_by_torchrun, sync_random_seed

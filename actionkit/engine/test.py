@@ -44,6 +44,12 @@ def batch_size_of(data: Any) -> int:
         for v in data.values():
             if isinstance(v, torch.Tensor) and v.dim() > 0:
                 return int(v.shape[0])
+        for v in data.values():  # test-time nesting: {key: [batch_of_aug0, ...]}
+            if isinstance(v, (list, tuple)) and v and isinstance(v[0], torch.Tensor) and v[0].dim() > 0:
+                return int(v[0].shape[0])
+        for v in data.values():
+            if isinstance(v, (list, tuple)) and v and isinstance(v[0], (list, tuple)):
+                return len(v[0])
         for v in data.values():
             if isinstance(v, (list, tuple)):
                 return len(v)

@@ -9,14 +9,12 @@ the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
-import copy
 import inspect
 import logging
 import math
 import os
 import random
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -556,11 +554,15 @@ def _test_after_training(model: nn.Module, cfg: Mapping, work_dir: Path, test: M
             load_checkpoint(model, ckpt, strict=False, logger=logger)
         results = multi_gpu_test(model, test_loader, amp=amp) if distributed else single_gpu_test(model, test_loader, amp=amp)
         if rank == 0:
-            pred = work_dir / f"{name}_pred.pkl"
-            try:
-                test_dataset.dump_results(results, str(pred))
-            except (ValueError, NotImplementedError, AttributeError) as exc:
-                logger.warning("could not dump %s predictions to %s: %s", name, pred, exc)
+            # MMAction2 writes {name}_pred.pkl; datasets that only write csv (AVA) get {name}_pred.csv
+            for suffix in (".pkl", ".csv"):
+                pred = work_dir / f"{name}_pred{suffix}"
+                try:
+                    test_dataset.dump_results(results, str(pred))
+                    break
+                except (ValueError, NotImplementedError, AttributeError) as exc:
+                    if suffix == ".csv":
+                        logger.warning("could not dump %s predictions to %s: %s", name, pred, exc)
             res = evaluate_dataset(test_dataset, results, eval_cfg, logger)
             logger.info("Testing results of the %s checkpoint", name)
             for k, v in res.items():

@@ -1,4 +1,19 @@
-"""AVA frame mAP (MMAction2 0.x ``ava_eval`` and the ActivityNet ``--official`` variant), results csv."""
+"""AVA frame mAP (MMAction2 0.x ``ava_eval`` and the ActivityNet ``--official`` variant), results csv.
+
+Two modes, both reproducing their reference's numbers (including the order in which tied scores are processed):
+
+* ``mmaction`` (default): MMAction2 0.x ``ava_eval`` (spec-detection.md §6.2). Image keys ``'%s,%04d' % (video,
+  int(ts))``; excluded keyframes dropped from GT and detections; no per-keyframe cap; detections on keyframes absent
+  from the GT are false positives.
+* ``official``: ActivityNet ``get_ava_performance.py``. Keys ``'%s,%.6f'``; each keyframe keeps its top 50
+  detections through the script's ``heapq`` (simulated exactly, vectorised across keyframes, since the heap layout
+  fixes the order of tied scores); detections on keyframes absent from the GT csv are ignored, while 2-column GT rows
+  list keyframes without boxes whose detections are false positives.
+
+Both: Pascal VOC all-points AP per class at IoU >= 0.5 with greedy matching in score order (each detection takes
+its first argmax-IoU GT box of the class, no fallback), ``np.argsort(scores)[::-1]`` ranking, mean over the
+label-map classes that have GT. The csv readers are vectorised (numpy only) and reject bad rows naming file:line.
+"""
 from __future__ import annotations
 
 import argparse
@@ -17,7 +32,10 @@ import numpy as np
 
 from actionkit.utils import atomic_write
 
-__all__ = ["AVAFormatError", "read_labelmap"]
+__all__ = [
+    "AVAFormatError", "AVAFrameEvaluator", "AVARows", "CATEGORY_GROUPS", "FrameMAPResult", "evaluate_rows", "frame_map",
+    "main", "read_ava_csv", "read_exclusions", "read_labelmap", "results2csv", "voc_average_precision",
+]
 
 
 class AVAFormatError(ValueError):
@@ -251,7 +269,6 @@ def _parse_numbers(buf: _Buffer, fs: np.ndarray, fe: np.ndarray, lineno: np.ndar
     if (w <= 0).any():
         i = int(np.argmax(w <= 0))
         raise AVAFormatError(f"{buf.path}:{lineno[i]}: empty {name} field")
-    wmax = int(w.max())
     counts = np.bincount(np.minimum(w, _MAX_FAST_WIDTH + 1))
     bad = np.zeros(n, bool)
     for width in np.flatnonzero(counts).tolist():
@@ -266,6 +283,18 @@ def _parse_numbers(buf: _Buffer, fs: np.ndarray, fe: np.ndarray, lineno: np.ndar
         else:
             out[idx] = vals
             bad[idx] = sub_bad
+    slow = bool(bad.any())
+    if slow and not integer:  # long mantissas, exponents, spaces: numpy's string cast (correctly rounded)
+        bi = np.flatnonzero(bad)
+        bw = int(w[bi].max())
+        if bw <= 64:
+            S = np.ascontiguousarray(buf.gather(fs[bi], bw)).copy()
+            S[np.arange(bw)[None, :] >= w[bi][:, None]] = 0
+            try:
+                out[bi] = S.view(f"S{bw}").reshape(-1).astype(np.float64)
+                bad[bi] = False
+            except ValueError:
+                pass  # some field is not a number: find and report it below
     if bad.any():
         for i in np.flatnonzero(bad):
             text = buf.text(fs[i], fe[i])
@@ -275,7 +304,7 @@ def _parse_numbers(buf: _Buffer, fs: np.ndarray, fe: np.ndarray, lineno: np.ndar
                 kind = "an integer" if integer else "a number"
                 raise AVAFormatError(f"{buf.path}:{lineno[i]}: {name} must be {kind}, got {text!r}") from None
             out[i] = v
-    if not np.isfinite(out).all():
+    if slow and not np.isfinite(out).all():  # the fast path only yields finite values
         i = int(np.argmax(~np.isfinite(out)))
         raise AVAFormatError(f"{buf.path}:{lineno[i]}: {name} is not finite: {buf.text(fs[i], fe[i])!r}")
     return out
@@ -284,7 +313,7 @@ def _parse_numbers(buf: _Buffer, fs: np.ndarray, fe: np.ndarray, lineno: np.ndar
 def _parse_fixed_width(buf: _Buffer, fs: np.ndarray, width: int, integer: bool) -> tuple[np.ndarray, np.ndarray]:
     """Values and a 'needs the slow path' mask for fields that all have ``width`` characters."""
     n = len(fs)
-    F = buf.gather(fs, width).T  # [width, n]
+    F = np.ascontiguousarray(buf.gather(fs, width).T)  # [width, n]
     D = F - np.uint8(48)
     isd = D < 10
     # common case: every row has the same shape (digits, and the dot / sign at the same places as row 0)
@@ -305,9 +334,11 @@ def _parse_fixed_width(buf: _Buffer, fs: np.ndarray, width: int, integer: bool) 
     if same:
         digit_pos = [j for j in range(width) if j != dot_at]
         if 0 < len(digit_pos) <= 15:
-            mant = np.zeros(n, np.float64)
+            it = np.int32 if len(digit_pos) <= 9 else np.int64
+            mi = np.zeros(n, it)
             for k, j in enumerate(digit_pos):
-                mant += D[j] * _P10[len(digit_pos) - 1 - k]
+                mi += D[j].astype(it) * it(10 ** (len(digit_pos) - 1 - k))
+            mant = mi.astype(np.float64)  # exact: fewer than 2**53
             frac = 0 if dot_at < 0 else width - 1 - dot_at
             return (mant / _P10[frac] if frac else mant), np.zeros(n, bool)
     # general case: per-row digit positions
@@ -394,11 +425,11 @@ def _factorize_keys(buf: _Buffer, f: _Fields, lineno, mode: str) -> tuple[np.nda
     run_id = np.cumsum(head) - 1
     # distinct raw texts among the run heads
     if len(heads) < n:
-        first, raw_of_head = _unique_rows(K[heads], klen[heads])
-        reps = heads[first]
+        K, klen_h = K[heads], klen[heads]
     else:
-        first, raw_of_head = _unique_rows(K, klen)
-        reps = first
+        klen_h = klen
+    first, raw_of_head = _unique_rows(K, klen_h)
+    reps = heads[first]
     del K
     # per distinct text: video id and timestamp
     vlen = vid_end[reps] - starts[reps]
@@ -514,8 +545,8 @@ def read_ava_csv(path: str | os.PathLike, kind: str = "gt", mode: str = "mmactio
 def _check_boxes(path: str, boxes: np.ndarray, lineno: np.ndarray) -> None:
     if len(boxes) == 0:
         return
-    out = ((boxes < 0) | (boxes > 1)).any(1)
-    if out.any():
+    if boxes.min() < 0 or boxes.max() > 1:
+        out = ((boxes < 0) | (boxes > 1)).any(1)
         i = int(np.argmax(out))
         raise AVAFormatError(f"{path}:{lineno[i]}: box coordinates must lie in [0, 1], got {boxes[i].tolist()}")
     inv = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
@@ -540,7 +571,8 @@ def read_exclusions(path: str | os.PathLike | None, mode: str = "mmaction") -> s
             continue
         cols = line.split(",")
         if len(cols) != 2:
-            raise AVAFormatError(f"{path}:{lineno}: exclusion rows need 2 columns (video_id,timestamp), got {len(cols)}")
+            raise AVAFormatError(
+                f"{path}:{lineno}: exclusion rows need 2 columns (video_id,timestamp), got {len(cols)}")
         try:
             out.add(_make_key(cols[0], cols[1], mode))
         except (ValueError, decimal.InvalidOperation):
@@ -568,10 +600,9 @@ class FrameMAPResult:
         """MMAction2 0.x metric names: ``mAP@0.5IOU`` (+ ``PerformanceByCategory/AP@0.5IOU/<name>``)."""
         thr = f"{self.iou:g}"
         out = {f"mAP@{thr}IOU": self.mAP}
-        if by_category:
+        if by_category:  # every label-map class, NaN where it has no GT (as the reference prints them)
             for cid, ap in self.per_class.items():
-                if self.num_gt.get(cid, 0) > 0:
-                    out[f"PerformanceByCategory/AP@{thr}IOU/{self.names[cid]}"] = ap
+                out[f"PerformanceByCategory/AP@{thr}IOU/{self.names[cid]}"] = ap
         return out
 
     def to_json(self) -> dict:
@@ -846,7 +877,8 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     stats["gt_keys_excluded"] = int(gt_excl.sum())
     nk = max(len(gt.keys), 1)
     gorder = _order_rows(gt, gsel, np.arange(nk), mode, 0)
-    gorder = gorder[np.argsort(gt.labels[gorder].astype(np.int16), kind="stable")]  # (class, key, within)
+    lab_t = np.int16 if num_class < 2**15 else np.int64  # small ints: numpy's stable sort is a radix sort
+    gorder = gorder[np.argsort(gt.labels[gorder].astype(lab_t), kind="stable")]  # (class, key, within)
     g_boxes = gt.boxes[gorder]
     g_code = gt.labels[gorder] * nk + gt.key[gorder]
     num_gt = np.bincount(gt.labels[gorder], minlength=num_class + 1)
@@ -877,7 +909,7 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     valid = (b[:, 1] < b[:, 3]) & (b[:, 0] < b[:, 2])
     stats["det_rows_invalid_box"] = int((~valid).sum())
     dorder = dorder[valid]
-    dorder = dorder[np.argsort(det.labels[dorder].astype(np.int16), kind="stable")]  # (class, key rank, within)
+    dorder = dorder[np.argsort(det.labels[dorder].astype(lab_t), kind="stable")]  # (class, key rank, within)
     d_lab = det.labels[dorder]
     d_scores = det.scores[dorder]
     d_boxes = det.boxes[dorder]
@@ -903,7 +935,7 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
             pd = np.repeat(np.arange(len(di)), cnt)
             local = np.arange(tot) - seg[pd]
             pg = lo[di][pd] + local
-            ious = _iou_pairs(d_boxes[di][pd], g_boxes[pg])
+            ious = _iou_pairs(d_boxes[di[pd]], g_boxes[pg])
             mx = np.maximum.reduceat(ious, seg)
             first_max = np.minimum.reduceat(np.where(ious == mx[pd], local, tot), seg)
             best = lo[di] + first_max
@@ -980,6 +1012,8 @@ def frame_map(gt, detections, label_map, exclusions=None, mode: str = "mmaction"
     if detections.num_rows == 0:
         log.warning("%s: no detections; every class with ground truth gets AP 0", detections.path)
     res = evaluate_rows(gt, detections, categories, excluded, mode, iou)
+    if not any(res.num_gt.values()):
+        log.warning("%s: no ground truth for the label-map classes; mAP is NaN", gt.path)
     st = res.stats
     if st["gt_rows_skipped_class"] or st["det_rows_skipped_class"]:
         log.info("skipped rows with classes outside the label map: %d GT, %d detections",
@@ -1059,8 +1093,8 @@ def _format_rows(results: Sequence, img_keys: Sequence, custom_classes=None, dec
             if arr.ndim != 2 or arr.shape[1] < 5:
                 raise ValueError(f"class {label} of {vid},{ts}: expected a [k, 5] array, got shape {arr.shape}")
             if custom_classes is not None:
-                if label + 1 >= len(custom_classes) + 1:
-                    raise ValueError(f"class index {label} has no entry in custom_classes")
+                if label >= len(custom_classes):
+                    raise ValueError(f"class index {label} has no entry in custom_classes ({len(custom_classes)})")
                 action = int(custom_classes[label])
             else:
                 action = label + 1
