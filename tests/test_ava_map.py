@@ -5,6 +5,7 @@ import heapq
 import json
 import math
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -619,8 +620,8 @@ def test_benchmark_data_matches_reference(tmp_path):
     """The benchmark's realistic generator (1 video, ~50k detections with 3-decimal ties), both modes, exactly."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("ava_eval_bench", ava_map.Path(__file__).parents[1] / "benchmarks"
-                                                  / "ava_eval.py")
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "ava_eval.py"
+    spec = importlib.util.spec_from_file_location("ava_eval_bench", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     gt, det, lm, ex = bench.generate(tmp_path, scale=1 / 64, seed=3)
