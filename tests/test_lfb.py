@@ -261,6 +261,37 @@ def test_open_is_fast_and_lazy(tmp_path):
     np.testing.assert_array_equal(fb.features_at("vid", 1005), feats[50:60])
 
 
+def test_write_from_arrays_and_pickling(small_bank, tmp_path):
+    import copy
+    import pickle
+    _, out = small_bank
+    fb = L.FeatureBank.open(out)
+    p = fb.parts[0]
+    chunks = (p.features[i:i + 7] for i in range(0, p.num_features, 7))
+    out2 = L.write_feature_bank_arrays(tmp_path / "copy", chunks, p.video_ids, p.video_offsets, p.seconds,
+                                       p.second_offsets, channels=8, dtype="float32")
+    fb2 = L.FeatureBank.open(out2)
+    assert fb2.dtype == np.float32
+    np.testing.assert_array_equal(fb2.parts[0].features, p.features.astype(np.float32))
+    bad_secs = p.seconds.copy()
+    bad_secs[:2] = bad_secs[1::-1]
+    with pytest.raises(L.FeatureBankError, match="seconds must be strictly increasing"):
+        L.write_feature_bank_arrays(tmp_path / "bad", np.asarray(p.features), p.video_ids, p.video_offsets,
+                                    bad_secs, p.second_offsets)
+    assert not (tmp_path / "bad").exists()
+    with pytest.raises(L.FeatureBankError, match="rows"):
+        L.write_feature_bank_arrays(tmp_path / "bad", np.asarray(p.features)[:-1], p.video_ids,
+                                    p.video_offsets, p.seconds, p.second_offsets)
+    # pickling / deepcopy re-opens the memory map (no copy of the features travels)
+    blob = pickle.dumps(fb)
+    assert len(blob) < 2000
+    fb3 = pickle.loads(blob)
+    assert isinstance(fb3.parts[0].features, np.memmap)
+    key = [("vid_b", 950)]
+    np.testing.assert_array_equal(fb3.sample_batch(key, deterministic=True), fb.sample_batch(key, deterministic=True))
+    assert isinstance(copy.deepcopy(fb).parts[0].features, np.memmap)
+
+
 # ------------------------------------------------------------------------------------------------ pkl / CLI
 def test_convert_cli(tmp_path, capsys):
     bank = _random_bank(channels=4, dtype=torch.float32)
@@ -334,10 +365,10 @@ def test_fbo_nonlocal_full_size_keys():
     assert sd == expect
     # 36,043,409 - 31,800,465 (SlowOnly+infer) - 81*(2560-2048) fc weights = the FBO's parameters
     assert sum(v.numel() for v in m.parameters()) == 36_043_409 - 31_800_465 - 81 * 512
-    assert float(m.non_local_layer_1.ln.weight.mean()) == 1.0
-    assert float(m.non_local_layer_1.out_conv.conv.weight.abs().sum()) > 0     # not zero-initialised
+    assert float(m.non_local_layer_1.ln.weight.detach().mean()) == 1.0
+    assert float(m.non_local_layer_1.out_conv.conv.weight.detach().abs().sum()) > 0     # not zero-initialised
     z = L.FBONonLocal(16, 16, 8, 1, 300, zero_init_out_conv=True)
-    assert float(z.non_local_layer_2.out_conv.conv.weight.abs().sum()) == 0
+    assert float(z.non_local_layer_2.out_conv.conv.weight.detach().abs().sum()) == 0
 
 
 def _fbo_head_from_golden(fx, tmp_path, **extra):
@@ -465,8 +496,9 @@ def _ddp_worker(rank: int, world: int, store: str, prefix: str) -> None:
 def test_lfb_infer_head_ddp_gloo(tmp_path):
     import torch.multiprocessing as mp
     prefix = tmp_path / "lfb"
+    # spawn, not fork: forking a process whose OpenMP pool is running can deadlock
     mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), str(prefix)), nprocs=2,
-                       start_method="fork" if hasattr(os, "fork") else "spawn")
+                       start_method="spawn")
     d = L.FeatureBank.open(prefix / "lfb_train").to_dict()
     assert sorted(d) == ["vid0", "vid1"] and sorted(d["vid1"]) == [901] and len(d["vid1"][901]) == 2
     assert float(d["vid1"][901][0][0]) == 1.0

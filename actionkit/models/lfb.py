@@ -210,6 +210,52 @@ def write_feature_bank(out_dir: str | os.PathLike, bank: Mapping[str, Mapping[An
     return out_dir
 
 
+def write_feature_bank_arrays(out_dir: str | os.PathLike, features: np.ndarray | Iterable[np.ndarray],
+                              video_ids: Sequence[str], video_offsets: np.ndarray, seconds: np.ndarray,
+                              second_offsets: np.ndarray, *, channels: int | None = None,
+                              dtype: str = "float16", overwrite: bool = True) -> Path:
+    """Write a bank from its arrays (the on-disk layout) without building a dict in memory.
+
+    ``features`` is an ``[N, C]`` array (e.g. another memory map) or an iterable of ``[n_i, C]`` chunks in
+    row order; rows are copied chunk by chunk.  The index arrays are validated like on open.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
+    video_offsets = np.asarray(video_offsets, np.int64)
+    seconds = np.asarray(seconds, np.int64)
+    second_offsets = np.asarray(second_offsets, np.int64)
+    n_total = int(second_offsets[-1])
+    if isinstance(features, np.ndarray):
+        channels = int(features.shape[1])
+        if features.shape[0] != n_total:
+            raise FeatureBankError(f"{out_dir}: {features.shape[0]} feature rows but the index needs {n_total}")
+        chunks: Iterable[np.ndarray] = (features[i:i + 65536] for i in range(0, n_total, 65536))
+    else:
+        if channels is None:
+            raise ValueError("channels is required when features is an iterable of chunks")
+        chunks = features
+    with _atomic_dir(Path(out_dir), overwrite=overwrite) as tmp:
+        feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=_DTYPES[dtype],
+                                          shape=(n_total, channels))
+        r = 0
+        for chunk in chunks:
+            chunk = np.asarray(chunk)
+            if chunk.ndim != 2 or chunk.shape[1] != channels or r + chunk.shape[0] > n_total:
+                raise FeatureBankError(f"{out_dir}: feature chunk of shape {chunk.shape} does not fit "
+                                       f"[{n_total}, {channels}] at row {r}")
+            feats[r:r + chunk.shape[0]] = chunk
+            r += chunk.shape[0]
+        if r != n_total:
+            raise FeatureBankError(f"{out_dir}: got {r} feature rows, the index needs {n_total}")
+        feats.flush()
+        del feats
+        _fsync_path(tmp / "features.npy")
+        _write_index(tmp, list(video_ids), video_offsets, seconds, second_offsets, n_total, channels,
+                     _DTYPES[dtype])
+        _BankPart(tmp)  # validate the index before the bank becomes visible
+    return Path(out_dir)
+
+
 def _write_index(tmp: Path, video_ids: list[str], video_offsets: np.ndarray, seconds: np.ndarray,
                  second_offsets: np.ndarray, n_total: int, channels: int, np_dtype: Any) -> None:
     _save_json(tmp / "video_ids.json", video_ids)
@@ -366,6 +412,13 @@ class _BankPart:
         self.num_features = n
         self.num_seconds = s
         self.dtype = np.dtype(dtype)
+
+    def __getstate__(self) -> dict:
+        # pickling (spawned workers, deepcopy) re-opens the memory map instead of copying the features
+        return {"path": self.path, "channels": self.channels}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["path"], state["channels"])
 
     @staticmethod
     def _load_int(p: Path, length: int) -> np.ndarray:
@@ -1054,5 +1107,6 @@ def write_lfb_banks(model: nn.Module) -> list[Path]:
 __all__ = [
     "FeatureBank", "FeatureBankError", "FeatureBankWriter", "FBOHead", "FBOAvg", "FBOMax", "FBONonLocal",
     "LFB", "LFBInferHead", "NonLocalLayer", "convert_lfb", "convert_lfb_main", "load_mmaction_lfb_pkl",
-    "merge_feature_banks", "open_lfb", "parse_img_key", "stable_seed", "write_feature_bank", "write_lfb_banks",
+    "merge_feature_banks", "open_lfb", "parse_img_key", "stable_seed", "write_feature_bank",
+    "write_feature_bank_arrays", "write_lfb_banks",
 ]
