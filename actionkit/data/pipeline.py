@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable
 
+import cv2
 import numpy as np
 import torch
 
@@ -42,8 +43,10 @@ class Compose:
                 raise ConfigError(f"expected a dict with 'type' or a callable, got {type(t).__name__}",
                                   f"pipeline[{i}]", filename)
 
+        self._run = _fuse_normalize_format(self.transforms)
+
     def __call__(self, data: dict) -> dict | None:
-        for t in self.transforms:
+        for t in self._run:
             data = t(data)
             if data is None:
                 return None
@@ -52,6 +55,63 @@ class Compose:
     def __repr__(self) -> str:
         inner = "".join(f"\n    {t!r}" for t in self.transforms)
         return f"Compose({inner}\n)"
+
+
+def _fuse_normalize_format(transforms: list) -> list:
+    """Replace each ``Normalize`` directly followed by ``FormatShape('NCTHW')`` with one fused step."""
+    out: list = []
+    i = 0
+    while i < len(transforms):
+        t = transforms[i]
+        nxt = transforms[i + 1] if i + 1 < len(transforms) else None
+        if (type(t).__name__ == "Normalize" and hasattr(t, "_mean64") and isinstance(nxt, FormatShape)
+                and nxt.input_format == "NCTHW"):
+            out.append(NormalizeFormatShape(t, nxt))
+            i += 2
+        else:
+            out.append(t)
+            i += 1
+    return out
+
+
+class NormalizeFormatShape:
+    """``Normalize`` then ``FormatShape('NCTHW')`` with the same numbers, several times faster.
+
+    The clip is rearranged while still uint8 (a quarter of the bytes to move) and then normalised
+    with a per-channel 256-entry lookup table that was computed with the very ``cv2.subtract`` /
+    ``cv2.multiply`` calls of ``Normalize``: a uint8 pixel can only take 256 values, so the table
+    reproduces ``Normalize`` bit for bit.  Non-uint8 input falls back to the two steps.
+    """
+
+    def __init__(self, normalize, format_shape: "FormatShape"):
+        self.normalize = normalize
+        self.format_shape = format_shape
+        table = np.arange(256, dtype=np.float32).reshape(1, 256, 1).repeat(3, axis=2)
+        cv2.subtract(table, normalize._mean64, table)
+        cv2.multiply(table, normalize._stdinv64, table)
+        self._luts = [np.ascontiguousarray(table[0, :, c]).reshape(1, 256) for c in range(3)]
+
+    def __call__(self, results: dict) -> dict:
+        imgs = results.get("imgs")
+        if not (isinstance(imgs, np.ndarray) and imgs.dtype == np.uint8 and imgs.ndim == 4 and imgs.shape[-1] == 3
+                and results.get("modality", "RGB") == "RGB"):
+            return self.format_shape(self.normalize(results))
+        if self.normalize.to_bgr:
+            results["imgs"] = imgs[..., ::-1]
+        results = self.format_shape(results)
+        x = results["imgs"]  # uint8 [V, C, T, H, W] (or [C, T, H, W] collapsed)
+        planes = x.reshape((-1,) + x.shape[-4:]) if x.ndim == 5 else x[None]
+        out = np.empty(planes.shape, dtype=np.float32)
+        width = planes.shape[-1]
+        for v in range(planes.shape[0]):
+            for c in range(planes.shape[1]):
+                cv2.LUT(planes[v, c].reshape(-1, width), self._luts[c], dst=out[v, c].reshape(-1, width))
+        results["imgs"] = out.reshape(x.shape)
+        results["img_norm_cfg"] = dict(mean=self.normalize.mean, std=self.normalize.std, to_bgr=self.normalize.to_bgr)
+        return results
+
+    def __repr__(self) -> str:
+        return f"NormalizeFormatShape({self.normalize!r}, {self.format_shape!r})"
 
 
 def to_tensor(data: Any) -> torch.Tensor:
