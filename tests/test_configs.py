@@ -109,7 +109,7 @@ def _lfb_options(cfg, tmp_path: Path) -> dict:
     channels = shared["lfb_cfg"]["lfb_channels"]
     bank = {"vid": {902: [torch.randn(channels).half() for _ in range(2)], 903: [torch.randn(channels).half()]}}
     for mode in shared["lfb_cfg"]["dataset_modes"]:
-        lfb.write_bank_from_dict(bank, tmp_path / f"lfb_{mode}")
+        lfb.write_feature_bank(lfb.lfb_bank_dir(tmp_path, mode), bank)
     return {"model.roi_head.shared_head.lfb_cfg.lfb_prefix_path": str(tmp_path),
             "model.roi_head.shared_head.lfb_cfg.device": "cpu"}
 

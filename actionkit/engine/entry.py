@@ -221,6 +221,13 @@ def test_main(argv: Sequence[str] | None = None) -> int:
         outputs = multi_gpu_test(model, loader, args.tmpdir, args.gpu_collect, amp=args.amp)
     else:
         outputs = single_gpu_test(model, loader, amp=args.amp)
+    # Feature-bank inference (LFBInferHead): every rank writes its shard, the writer merges them atomically.
+    inner = model.module if hasattr(model, "module") else model
+    for module in inner.modules():
+        if callable(getattr(module, "write_bank", None)):
+            bank_path = module.write_bank()
+            if rank == 0:
+                logger.info("feature bank written to %s", bank_path)
     if rank == 0:
         if args.out:
             logger.info("writing results to %s", args.out)
