@@ -371,6 +371,30 @@ def test_fbo_nonlocal_full_size_keys():
     assert float(z.non_local_layer_2.out_conv.conv.weight.detach().abs().sum()) == 0
 
 
+def test_fbo_pretrained_and_empty_rois(golden, tmp_path):
+    fx = golden("fbo_nonlocal")
+    ckpt = tmp_path / "fbo.pth"
+    torch.save({"meta": {}, "state_dict": fx["state_dict"]}, ckpt)
+    m = MODELS.build(fx["config"])
+    m.init_weights(str(ckpt))
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in fx["state_dict"].items())
+    # an FBOHead with pretrained= loads its FBO in init_weights
+    L.write_feature_bank(tmp_path / "lfb_train", {"v": {900: [torch.ones(32)]}})
+    cfg = {"type": "FBOHead", "pretrained": str(ckpt),
+           "lfb_cfg": {"lfb_prefix_path": str(tmp_path), "lfb_channels": 32, "dataset_modes": "train"},
+           "fbo_cfg": {k: v for k, v in fx["config"].items() if k != "type"} | {"type": "non_local"}}
+    head = MODELS.build(cfg).eval()
+    head.init_weights()
+    assert torch.equal(head.fbo.non_local_layer_2.ln.bias, fx["state_dict"]["non_local_layer_2.ln.bias"])
+    with torch.no_grad():
+        out = head(torch.zeros(0, 32, 2, 8, 8), torch.zeros(0, 5), [{"img_key": "v,0900"}])
+    assert out.shape == (0, 48, 1, 1, 1)
+    infer = L.LFBInferHead(str(tmp_path / "inf"))
+    x = torch.zeros(0, 32, 2, 8, 8)
+    assert infer(x, torch.zeros(0, 5), [{"img_key": "v,0900"}]) is x
+    assert len(infer.writer) == 0
+
+
 def _fbo_head_from_golden(fx, tmp_path, **extra):
     prefix = tmp_path / "lfb"
     prefix.mkdir(exist_ok=True)

@@ -104,8 +104,10 @@ def _save_json(path: Path, obj: Any) -> None:
         json.dump(obj, f, indent=1)
 
 
-def _as_rows(value: Any, channels: int | None, where: str) -> np.ndarray:
-    """One second's features (list of [C] tensors/arrays, or an [n, C] array) -> [n, C] numpy array."""
+def _as_rows(value: Any, channels: int | None, where: str) -> list[np.ndarray]:
+    """One second's features (list of [C] tensors/arrays, or an [n, C] array) -> list of [C] arrays.
+
+    The arrays are views of the inputs where possible (no copy of a whole bank in memory)."""
     if isinstance(value, torch.Tensor):
         items: Sequence[Any] = [value] if value.dim() == 1 else list(value)
     elif isinstance(value, np.ndarray):
@@ -129,10 +131,10 @@ def _as_rows(value: Any, channels: int | None, where: str) -> np.ndarray:
             raise FeatureBankError(f"{where}[{j}]: expected a tensor, got {type(item).__name__}")
         if channels is not None and a.shape[0] != channels:
             raise FeatureBankError(f"{where}[{j}]: feature has {a.shape[0]} values, expected {channels} channels")
+        if channels is None:
+            channels = int(a.shape[0])
         rows.append(a)
-    if not rows:
-        return np.zeros((0, channels or 0), np.float32)
-    return np.stack(rows)
+    return rows
 
 
 def write_feature_bank(out_dir: str | os.PathLike, bank: Mapping[str, Mapping[Any, Any]], *,
@@ -147,7 +149,7 @@ def write_feature_bank(out_dir: str | os.PathLike, bank: Mapping[str, Mapping[An
     if dtype is not None and dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, got {dtype!r}")
     # pass 1: normalise keys, count rows, check channels
-    videos: list[tuple[str, list[tuple[int, np.ndarray]]]] = []
+    videos: list[tuple[str, list[tuple[int, list[np.ndarray]]]]] = []
     n_total = 0
     if not isinstance(bank, Mapping):
         raise FeatureBankError(f"{source}: expected a dict {{video_id: {{second: [features]}}}}, "
@@ -159,7 +161,7 @@ def write_feature_bank(out_dir: str | os.PathLike, bank: Mapping[str, Mapping[An
         if not isinstance(per_video, Mapping):
             raise FeatureBankError(f"{source}: video {vid!r}: expected a dict {{second: [features]}}, "
                                    f"got {type(per_video).__name__}")
-        secs: dict[int, np.ndarray] = {}
+        secs: dict[int, list[np.ndarray]] = {}
         for sec_key, value in per_video.items():
             try:
                 sec = int(sec_key)
@@ -170,14 +172,14 @@ def write_feature_bank(out_dir: str | os.PathLike, bank: Mapping[str, Mapping[An
             if sec in secs:
                 raise FeatureBankError(f"{source}: video {vid!r}: second {sec} appears twice")
             rows = _as_rows(value, channels, f"{source}: video {vid!r} second {sec}")
-            if rows.shape[0] == 0:
+            if not rows:
                 continue
             if channels is None:
-                channels = int(rows.shape[1])
+                channels = int(rows[0].shape[0])
             if dtype is None:
-                dtype = "float16" if rows.dtype == np.float16 else "float32"
+                dtype = "float16" if rows[0].dtype == np.float16 else "float32"
             secs[sec] = rows
-            n_total += rows.shape[0]
+            n_total += len(rows)
         if secs:
             videos.append((vid, sorted(secs.items())))
     if channels is None:  # an empty bank has no channel count to record
@@ -191,7 +193,7 @@ def write_feature_bank(out_dir: str | os.PathLike, bank: Mapping[str, Mapping[An
         video_offsets[i + 1] = video_offsets[i] + len(secs_list)
         for sec, rows in secs_list:
             seconds.append(sec)
-            counts.append(rows.shape[0])
+            counts.append(len(rows))
     second_offsets = np.zeros(len(seconds) + 1, np.int64)
     np.cumsum(np.asarray(counts, np.int64), out=second_offsets[1:])
     with _atomic_dir(out_dir, overwrite=overwrite) as tmp:
@@ -200,8 +202,8 @@ def write_feature_bank(out_dir: str | os.PathLike, bank: Mapping[str, Mapping[An
         r = 0
         for _, secs_list in videos:
             for _, rows in secs_list:
-                feats[r:r + rows.shape[0]] = rows
-                r += rows.shape[0]
+                feats[r:r + len(rows)] = np.stack(rows)
+                r += len(rows)
         feats.flush()
         del feats
         _fsync_path(tmp / "features.npy")
@@ -720,7 +722,8 @@ class FeatureBankWriter:
 
     def add(self, img_keys: Sequence[str], features: torch.Tensor) -> None:
         """Append ``features[i]`` (any shape with ``C`` values) under ``img_keys[i]``."""
-        feats = features.detach().reshape(features.shape[0], -1).cpu()
+        feats = features.detach().cpu()
+        feats = feats.reshape(feats.shape[0], int(np.prod(feats.shape[1:], dtype=np.int64)))
         if feats.shape[0] != len(img_keys):
             raise ValueError(f"{len(img_keys)} keys for {feats.shape[0]} features")
         if self._features and feats.shape[1] != self._features[0].shape[1]:
@@ -935,7 +938,14 @@ class FBONonLocal(nn.Module):
             self.non_local_layers.append(name)
         self.init_weights()
 
-    def init_weights(self) -> None:
+    def init_weights(self, pretrained: str | None = None) -> None:
+        """Kaiming init, or (``pretrained`` a path) load FBO weights from a checkpoint (strict=False)."""
+        if isinstance(pretrained, (str, os.PathLike)):
+            from ..engine.checkpoint import load_checkpoint
+            load_checkpoint(self, pretrained, strict=False)
+            return
+        if pretrained is not None:
+            raise TypeError(f"pretrained must be a path or None, got {type(pretrained).__name__}")
         kaiming_init_(self.st_feat_conv)
         kaiming_init_(self.lt_feat_conv)
         for name in self.non_local_layers:
@@ -964,8 +974,8 @@ class FBOAvg(nn.Module):
         super().__init__()
         self.avg_pool = nn.AdaptiveAvgPool3d((1, None, None))
 
-    def init_weights(self) -> None:
-        pass
+    def init_weights(self, pretrained: str | None = None) -> None:
+        pass  # no parameters
 
     def forward(self, st_feat: torch.Tensor, lt_feat: torch.Tensor) -> torch.Tensor:
         return self.avg_pool(lt_feat)
@@ -979,8 +989,8 @@ class FBOMax(nn.Module):
         super().__init__()
         self.max_pool = nn.AdaptiveMaxPool3d((1, None, None))
 
-    def init_weights(self) -> None:
-        pass
+    def init_weights(self, pretrained: str | None = None) -> None:
+        pass  # no parameters
 
     def forward(self, st_feat: torch.Tensor, lt_feat: torch.Tensor) -> torch.Tensor:
         return self.max_pool(lt_feat)
@@ -1032,7 +1042,10 @@ class FBOHead(nn.Module):
         self.spatial_pool = _spatial_pool(spatial_pool_type)
 
     def init_weights(self, pretrained: str | None = None) -> None:
-        self.fbo.init_weights()
+        """Initialise the FBO (FBONonLocal loads ``pretrained`` / the constructor's ``pretrained`` if given)."""
+        pretrained = pretrained if pretrained is not None else self.pretrained
+        if isinstance(self.fbo, FBONonLocal):
+            self.fbo.init_weights(pretrained)
 
     def sample_lfb(self, rois: torch.Tensor, img_metas: Sequence[Mapping[str, Any]]) -> torch.Tensor:
         """``[R, C, window_size * K, 1, 1]`` float32 long-term features (on the CPU)."""
