@@ -241,3 +241,7 @@ def test_main(argv: Sequence[str] | None = None) -> int:
                 print(line, flush=True)
     _finish_distributed(distributed)
     return 0
+
+
+# ``test_main`` is a tools entry point, not a pytest test: keep pytest from collecting it where imported.
+test_main.__test__ = False  # type: ignore[attr-defined]
