@@ -33,3 +33,18 @@ def require_shared(path: Path) -> Path:
 @pytest.fixture
 def golden():
     return load_golden
+
+
+@pytest.fixture(autouse=True)
+def _isolate_actionkit_logger():
+    """The engine's get_logger() stops propagation of the 'actionkit' logger (no duplicate CLI lines);
+    restore it after each test so later tests' caplog still sees module log records."""
+    import logging
+
+    logger = logging.getLogger("actionkit")
+    state = (logger.propagate, list(logger.handlers), logger.level)
+    yield
+    logger.propagate, logger.level = state[0], state[2]
+    for h in list(logger.handlers):
+        if h not in state[1]:
+            logger.removeHandler(h)
