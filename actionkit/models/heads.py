@@ -130,21 +130,16 @@ class I3DHead(BaseHead):
 
 
 @MODELS.register()
-class SlowFastHead(BaseHead):
+class SlowFastHead(I3DHead):
     """Pools both pathways, concatenates **[fast, slow]** on channels, Dropout, ``fc_cls``."""
 
     def __init__(self, num_classes: int, in_channels: int, loss_cls: Mapping[str, Any] | None = None,
                  spatial_type: str | None = "avg", dropout_ratio: float = 0.8, init_std: float = 0.01,
                  multi_class: bool = False, label_smooth_eps: float = 0.0,
                  topk: int | Sequence[int] = (1, 5)) -> None:
-        super().__init__(num_classes, in_channels, loss_cls, multi_class, label_smooth_eps, topk)
-        self.spatial_type = spatial_type
-        self.dropout_ratio = float(dropout_ratio)
-        self.init_std = float(init_std)
-        self.dropout = nn.Dropout(p=self.dropout_ratio) if self.dropout_ratio != 0 else None
-        self.fc_cls = nn.Linear(self.in_channels, self.num_classes)
-        self.avg_pool = nn.AdaptiveAvgPool3d((1, 1, 1)) if spatial_type == "avg" else None
-        self.init_weights()
+        # MMAction2's class default dropout is 0.8 (the configs set 0.5)
+        super().__init__(num_classes, in_channels, loss_cls, spatial_type, dropout_ratio, init_std,
+                         multi_class, label_smooth_eps, topk)
 
     def forward(self, x: Sequence[torch.Tensor]) -> torch.Tensor:
         x_slow, x_fast = x
