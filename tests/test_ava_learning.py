@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from actionkit.evaluation.ava_map import frame_map
 
 REPO = Path(__file__).resolve().parents[1]
 AVA_CONFIGS = REPO / "configs" / "detection" / "ava"
-DEMO_CONFIG = REPO / "configs" / "detection" / "synthetic" / "slowonly_r50_tiny_8x2x1_synthetic_ava_rgb.py"
+DEMO_CONFIG = REPO / "configs" / "detection" / "synthetic" / "slowonly_r18_tiny_4x4x1_synthetic_ava_rgb.py"
 
 
 def _data_options(data_dir: Path, info: dict, splits=(("train", "train"), ("val", "val"), ("test", "val")),
@@ -48,25 +47,227 @@ def _data_options(data_dir: Path, info: dict, splits=(("train", "train"), ("val"
 
 # ------------------------------------------------------------------------------------------------ 1. learning
 
-# The tiny detector: ResNet3dSlowOnly depth 18, 8 base channels, output stride 8, 80x60 input, 8 frames.
-TINY_CLIP = dict(clip_len=8, frame_interval=2)
+# The demo detector (ResNet3dSlowOnly depth 18, 8 base channels, output stride 8, 4x4 frames, native resolution)
+# on smaller frames (96x72: the figures keep their size, so motion keeps its pixel size) with 1-2 actors.
+LEARN_DATA = dict(num_train=32, num_val=10, num_keyframes=6, margin_s=1, width=96, height=72, actors=(1, 2),
+                  write_videos=False)
+LEARN_CLIP = (4, 4)          # clip_len, frame_interval of the temporal model (the control: 1, 1)
+LEARN_EPOCHS = 10
 
 
 def _tiny_options(clip_len: int, frame_interval: int, epochs: int) -> dict:
     return {
-        "model.backbone.depth": 18,
-        "model.backbone.base_channels": 8,
-        "model.backbone.spatial_strides": (1, 2, 1, 1),
-        "model.roi_head.bbox_head.in_channels": 64,
         "data.train.pipeline.0": dict(type="SampleAVAFrames", clip_len=clip_len, frame_interval=frame_interval),
-        "data.train.pipeline.2": dict(type="Resize", scale=(-1, 60)),
-        "data.train.pipeline.3": dict(type="Flip", flip_ratio=0.0),
+        "data.train.pipeline.2": dict(type="Resize", scale=(-1, LEARN_DATA["height"])),
         "data.val.pipeline.0": dict(type="SampleAVAFrames", clip_len=clip_len, frame_interval=frame_interval,
                                     test_mode=True),
-        "data.val.pipeline.2": dict(type="Resize", scale=(-1, 60)),
+        "data.val.pipeline.2": dict(type="Resize", scale=(-1, LEARN_DATA["height"])),
         "data.workers_per_gpu": 0,
         "total_epochs": epochs,
         "checkpoint_config.interval": epochs,
         "evaluation.interval": 1000,
         "log_config.interval": 1000,
     }
+
+
+def _train_and_test(tmp_path: Path, data_dir: Path, info: dict, name: str, clip_len: int, frame_interval: int,
+                    epochs: int):
+    """Train the tiny detector through train_main and test it through test_main; return the frame mAP result."""
+    opts = {**_data_options(data_dir, info), **_tiny_options(clip_len, frame_interval, epochs)}
+    opts["model.roi_head.bbox_head.num_classes"] = info["num_classes"]
+    for split in ("train", "val"):
+        opts[f"data.{split}.num_classes"] = info["num_classes"]
+    cfg = load_config(DEMO_CONFIG, opts)
+    cfg.data.test = cfg.data.val
+    work = tmp_path / name
+    work.mkdir()
+    cfg_path = work / "config.py"
+    cfg_path.write_text(config_to_python(cfg))
+    assert train_main([str(cfg_path), "--work-dir", str(work), "--seed", "0", "--deterministic"]) in (0, None)
+    out = work / "results.csv"
+    assert test_main([str(cfg_path), str(work / f"epoch_{epochs}.pth"), "--out", str(out)]) in (0, None)
+    return frame_map(cfg.data.val.ann_file, out, cfg.data.val.label_file, cfg.data.val.exclude_file)
+
+
+# ------------------------------------------------------------------------------------------------ 2. tools/test.py
+
+# name -> (config file, CPU-sized model overrides, RoI feature channels)
+_SLOWONLY = {"model.backbone.base_channels": 4}                       # ResNet3dSlowOnly r50: 32 * 4 = 128
+_SLOWFAST = {"model.backbone.slow_pathway.base_channels": 8,          # slow 32 * 8 = 256 + fast 32 * 1 = 32
+             "model.backbone.fast_pathway.base_channels": 1}
+AVA_TEST_CASES = {
+    "slowonly": ("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb.py", _SLOWONLY, 128),
+    "slowonly_custom_classes": ("slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb_custom_classes.py",
+                                _SLOWONLY, 128),
+    "slowfast": ("slowfast_kinetics_pretrained_r50_4x16x1_20e_ava_rgb.py", _SLOWFAST, 288),
+    "slowfast_context": ("slowfast_context_kinetics_pretrained_r50_4x16x1_20e_ava_rgb.py", _SLOWFAST, 2 * 288),
+    "slowfast_custom_classes": ("slowfast_kinetics_pretrained_r50_4x16x1_20e_ava_rgb_custom_classes.py",
+                                _SLOWFAST, 288),
+    "slowfast_temporal_max": ("slowfast_temporal_max_kinetics_pretrained_r50_8x8x1_cosine_10e_ava22_rgb.py",
+                              _SLOWFAST, 288),
+    "slowfast_temporal_max_focal": (
+        "slowfast_temporal_max_focal_alpha3_gamma1_kinetics_pretrained_r50_8x8x1_cosine_10e_ava22_rgb.py",
+        _SLOWFAST, 288),
+}
+CUSTOM_CLASSES = [1, 3, 4, 6, 7]      # ids of the synthetic label map (5 classes: topk=(3, 5) stays valid)
+
+
+@pytest.fixture(scope="module")
+def small_ava(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synthetic_ava")
+    info = make_ava(out, seed=3, num_train=1, num_val=1, num_keyframes=3, write_videos=False)
+    return out, info
+
+
+def _test_options(name: str, data_dir: Path, info: dict) -> dict:
+    cfg_file, model_opts, in_channels = AVA_TEST_CASES[name]
+    opts = dict(model_opts)
+    opts["model.roi_head.bbox_head.in_channels"] = in_channels
+    opts.update(_data_options(data_dir, info, splits=(("test", "val"),), npz=False))   # the published .pkl form
+    opts["data.test.pipeline.2.scale"] = (-1, 64)                      # Resize: short side 64 instead of 256
+    opts["data.workers_per_gpu"] = 0
+    opts["data.test_dataloader.videos_per_gpu"] = 2
+    if "custom_classes" in name:
+        opts["data.test.custom_classes"] = CUSTOM_CLASSES
+        opts["data.test.num_classes"] = len(CUSTOM_CLASSES) + 1
+        opts["model.roi_head.bbox_head.num_classes"] = len(CUSTOM_CLASSES) + 1
+    else:
+        opts["data.test.num_classes"] = info["num_classes"]
+        opts["model.roi_head.bbox_head.num_classes"] = info["num_classes"]
+    return opts
+
+
+def _check_results_csv(path: Path, info: dict, allowed_ids: set[int]) -> int:
+    val = info["splits"]["val"]
+    keys = {f"{v},{ts:04d}" for v in val["videos"] for ts in info["keyframes"]}
+    rows = list(csv.reader(path.open(newline="")))
+    assert rows, f"{path} is empty"
+    for i, row in enumerate(rows, 1):
+        assert len(row) == 8, f"{path}:{i}: {row}"
+        assert row[1].isdigit() and f"{row[0]},{int(row[1]):04d}" in keys, f"{path}:{i}: unknown keyframe {row[:2]}"
+        x1, y1, x2, y2, score = (float(row[j]) for j in (2, 3, 4, 5, 7))
+        assert all(len(row[j].split(".")[-1]) == 3 for j in (2, 3, 4, 5, 7)), f"{path}:{i}: {row}"
+        assert 0.0 <= x1 <= x2 <= 1.0 and 0.0 <= y1 <= y2 <= 1.0, f"{path}:{i}: bad box {row}"
+        assert 0.0 <= score <= 1.0 and math.isfinite(score), f"{path}:{i}: bad score {row}"
+        assert int(row[6]) in allowed_ids, f"{path}:{i}: action {row[6]} not in {sorted(allowed_ids)}"
+    return len(rows)
+
+
+def _run_tools_test(name: str, small_ava, tmp_path: Path, subprocess_cli: bool = False) -> None:
+    data_dir, info = small_ava
+    cfg_file = AVA_CONFIGS / AVA_TEST_CASES[name][0]
+    opts = _test_options(name, data_dir, info)
+    cfg = load_config(cfg_file, opts)
+    torch.manual_seed(0)
+    model = build_model(cfg)                   # the config's init (no pretrained weights on a CPU test)
+    ckpt = tmp_path / "init.pth"
+    save_checkpoint(ckpt, model, meta=dict(epoch=0, iter=0))
+    out = tmp_path / "results.csv"
+    argv = [str(cfg_file), str(ckpt), "--eval", "mAP", "--out", str(out),
+            "--cfg-options", *(f"{k}={v!r}" for k, v in opts.items())]
+    if subprocess_cli:
+        proc = subprocess.run([sys.executable, str(REPO / "tools" / "test.py"), *argv], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        assert "mAP@0.5IOU:" in proc.stdout, proc.stdout[-3000:]
+    else:
+        assert test_main(argv) in (0, None)
+    allowed = set(CUSTOM_CLASSES) if "custom_classes" in name else {c.id for c in CLASSES}
+    n = _check_results_csv(out, info, allowed)
+    # every class of the model's output appears (action_thr is tiny), every valid keyframe has rows
+    assert {int(r[6]) for r in csv.reader(out.open())} == allowed
+    assert n >= len(allowed)
+
+
+def test_tools_test_cli_slowonly(small_ava, tmp_path):
+    """The real command line: ``python tools/test.py CONFIG CKPT --eval mAP --out results.csv --cfg-options ...``."""
+    _run_tools_test("slowonly", small_ava, tmp_path, subprocess_cli=True)
+
+
+@pytest.mark.parametrize("name", list(AVA_TEST_CASES))
+def test_tools_test_ava_configs(name, small_ava, tmp_path):
+    """Each AVA config (shrunk; about 1 s each on a CPU) tests an initialised checkpoint through test_main."""
+    _run_tools_test(name, small_ava, tmp_path)
+
+
+MOTION_IDS = [c.id for c in CLASSES if c.needs_motion]
+CARRY = next(c.id for c in CLASSES if c.name == "carry")
+
+
+@pytest.fixture(scope="module")
+def learning_ava(tmp_path_factory):
+    out = tmp_path_factory.mktemp("learning_ava")
+    info = make_ava(out, seed=0, **LEARN_DATA)
+    return out, info
+
+
+def _motion_ap(res) -> float:
+    return sum(res.per_class[c] for c in MOTION_IDS) / len(MOTION_IDS)
+
+
+def _summary(name: str, res) -> str:
+    return f"{name}: mAP {res.mAP:.3f}, motion classes {_motion_ap(res):.3f}, per class " + ", ".join(
+        f"{res.names[c]} {ap:.2f}" for c, ap in res.per_class.items())
+
+
+def test_tiny_detector_learns(learning_ava, tmp_path):
+    """The tiny detector (8 frames' worth of data path: make_ava -> train_main -> test_main) learns.
+
+    Measured (seed 0, 240 iterations each): 'carry' (visible in one frame) AP 0.58 with 4 frames and 0.66 with the
+    keyframe alone (chance: its frequency, ~0.25); the keyframe-only control's motion classes stay near chance
+    (mean AP 0.31). At this budget (~1 min on 2 cores) the 4-frame model does NOT yet beat the control on the motion
+    classes (0.30); the demo-scale comparison is ``test_demo_detector_beats_keyframe_only`` (slow).
+    A detector whose boxes, frames or labels do not line up (e.g. a wrong RoI featmap_stride) fails the carry check.
+    """
+    data_dir, info = learning_ava
+    temporal = _train_and_test(tmp_path, data_dir, info, "temporal", LEARN_CLIP[0], LEARN_CLIP[1], LEARN_EPOCHS)
+    control = _train_and_test(tmp_path, data_dir, info, "keyframe_only", 1, 1, LEARN_EPOCHS)
+    msg = _summary("4 frames", temporal) + "; " + _summary("keyframe only", control)
+    print(msg)
+    assert temporal.per_class[CARRY] >= 0.45, msg
+    assert control.per_class[CARRY] >= 0.45, msg
+    assert _motion_ap(control) <= 0.45, msg
+    assert temporal.mAP >= 0.25 and control.mAP >= 0.25, msg
+
+
+DEMO_MIN_MAP, DEMO_MIN_MOTION_AP = 0.6, 0.55
+CONTROL_MAX_MOTION_AP, MIN_MOTION_GAP = 0.45, 0.2
+
+
+@pytest.mark.slow
+def test_demo_detector_beats_keyframe_only(tmp_path):
+    """The demo setting (``actionkit demo``: DEMO_DATA + the demo config, 10 epochs) against the same detector
+    trained and tested on the keyframe alone (clip_len=1).
+
+    Measured (seed 0, 1 thread on a loaded 2-core machine): 4 frames mAP 0.706 (motion classes 0.68; training
+    ~7 min); keyframe only mAP 0.394 (motion classes 0.32, carry 0.84 as with 4 frames; training ~2.5 min).
+    Thresholds leave a margin on both sides.
+    """
+    from actionkit.demo import DEMO_DATA, demo_config
+
+    data_dir = tmp_path / "data"
+    make_ava(data_dir, seed=0, **DEMO_DATA)
+    results = {}
+    for name, clip in (("temporal", (4, 4)), ("keyframe_only", (1, 1))):
+        cfg, _ = demo_config(data_dir)
+        cfg.data.train.pipeline[0] = dict(type="SampleAVAFrames", clip_len=clip[0], frame_interval=clip[1])
+        cfg.data.val.pipeline[0] = dict(type="SampleAVAFrames", clip_len=clip[0], frame_interval=clip[1],
+                                        test_mode=True)
+        cfg.data.test = cfg.data.val
+        cfg.evaluation.interval = 1000
+        work = tmp_path / name
+        work.mkdir()
+        (work / "config.py").write_text(config_to_python(cfg))
+        assert train_main([str(work / "config.py"), "--work-dir", str(work), "--seed", "0", "--deterministic"]) in (
+            0, None)
+        out = work / "results.csv"
+        assert test_main([str(work / "config.py"), str(work / f"epoch_{cfg.total_epochs}.pth"), "--out",
+                          str(out)]) in (0, None)
+        results[name] = frame_map(cfg.data.val.ann_file, out, cfg.data.val.label_file, cfg.data.val.exclude_file)
+    temporal, control = results["temporal"], results["keyframe_only"]
+    msg = _summary("4 frames", temporal) + "; " + _summary("keyframe only", control)
+    print(msg)
+    assert temporal.mAP >= DEMO_MIN_MAP, msg
+    assert _motion_ap(temporal) >= DEMO_MIN_MOTION_AP, msg
+    assert _motion_ap(control) <= CONTROL_MAX_MOTION_AP, msg
+    assert _motion_ap(temporal) - _motion_ap(control) >= MIN_MOTION_GAP, msg

@@ -1,12 +1,19 @@
-# A small SlowOnly detector for the synthetic AVA-format data written by
-# `actionkit make-synthetic ava --out data/synthetic_ava` (the data of `actionkit demo`).
+# A small SlowOnly detector for the synthetic AVA-format data of `actionkit demo` (actionkit/demo.py writes it
+# with make_ava(num_train=64, num_val=6, num_keyframes=10, margin_s=1): many short videos, so the model sees many
+# different actors and cannot memorise them instead of learning their motion).
 # Same structure as slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb (FastRCNN-style, RoIAlign 8x8,
-# BBoxHeadAVA with multi-label BCE on positives), at 1/8 width so it trains on a 2-core CPU in minutes.
+# BBoxHeadAVA with multi-label BCE on positives), shrunk so it trains on a 2-core CPU in minutes:
+#  * ResNet3dSlowOnly depth 18 (BasicBlock), 8 base channels (64 output channels);
+#  * output stride 8 (spatial_strides (1, 2, 1, 1)) so a ~20x45 px actor covers ~3x6 feature cells;
+#    the RoI extractor's featmap_stride must match (8);
+#  * the full 160x120 frames (no crop: cropping cut actors in half and kept their full labels), no flip
+#    (flipping would swap 'walk left' and 'walk right');
+#  * 4 frames at stride 4 (about 1 s around the keyframe, inside one behaviour segment).
 model = dict(
     type='FastRCNN',
     backbone=dict(
         type='ResNet3dSlowOnly',
-        depth=50,
+        depth=18,
         base_channels=8,
         pretrained=None,
         pretrained2d=False,
@@ -16,17 +23,18 @@ model = dict(
         conv1_stride_t=1,
         pool1_stride_t=1,
         inflate=(1, 1, 1, 1),
-        spatial_strides=(1, 2, 2, 1)),
+        spatial_strides=(1, 2, 1, 1)),
     roi_head=dict(
         type='AVARoIHead',
         bbox_roi_extractor=dict(
             type='SingleRoIExtractor3D',
             roi_layer_type='RoIAlign',
+            featmap_stride=8,
             output_size=8,
             with_temporal_pool=True),
         bbox_head=dict(
             type='BBoxHeadAVA',
-            in_channels=256,
+            in_channels=64,
             num_classes=8,
             multilabel=True,
             dropout_ratio=0.5)),
@@ -57,16 +65,16 @@ exclude_file_val = f'{anno_root}/val_excluded_timestamps.csv'
 label_file = f'{anno_root}/action_list.pbtxt'
 proposal_file_train = f'{anno_root}/proposals_train.npz'
 proposal_file_val = f'{anno_root}/proposals_val.npz'
-# the synthetic videos: 15 fps, keyframes 903..922 s, timeline starting at 900 s
-dataset_args = dict(fps=15, timestamp_start=900, timestamp_end=925, num_classes=8)
+# the demo's synthetic videos: 15 fps, keyframes 901..910 s, timeline starting at 900 s (demo.py sets these
+# from dataset_info.json)
+dataset_args = dict(fps=15, timestamp_start=900, timestamp_end=911, num_classes=8)
 
 img_norm_cfg = dict(
     mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
 train_pipeline = [
-    dict(type='SampleAVAFrames', clip_len=8, frame_interval=2),
+    dict(type='SampleAVAFrames', clip_len=4, frame_interval=4),
     dict(type='RawFrameDecode'),
-    dict(type='RandomRescale', scale_range=(112, 144)),
-    dict(type='RandomCrop', size=112),
+    dict(type='Resize', scale=(-1, 120)),
     dict(type='Flip', flip_ratio=0.0),  # flipping would swap 'walk left' and 'walk right'
     dict(type='Normalize', **img_norm_cfg),
     dict(type='FormatShape', input_format='NCTHW', collapse=True),
@@ -84,9 +92,9 @@ train_pipeline = [
 ]
 val_pipeline = [
     dict(
-        type='SampleAVAFrames', clip_len=8, frame_interval=2, test_mode=True),
+        type='SampleAVAFrames', clip_len=4, frame_interval=4, test_mode=True),
     dict(type='RawFrameDecode'),
-    dict(type='Resize', scale=(-1, 128)),
+    dict(type='Resize', scale=(-1, 120)),
     dict(type='Normalize', **img_norm_cfg),
     dict(type='FormatShape', input_format='NCTHW', collapse=True),
     dict(type='Rename', mapping=dict(imgs='img')),
@@ -125,7 +133,7 @@ data = dict(
         **dataset_args))
 data['test'] = data['val']
 
-optimizer = dict(type='SGD', lr=0.05, momentum=0.9, weight_decay=0.00001)
+optimizer = dict(type='SGD', lr=0.1, momentum=0.9, weight_decay=0.00001)
 optimizer_config = dict(grad_clip=dict(max_norm=40, norm_type=2))
 lr_config = dict(
     policy='CosineAnnealing',
@@ -135,14 +143,14 @@ lr_config = dict(
     warmup_by_epoch=True,
     warmup_iters=1,
     warmup_ratio=0.1)
-total_epochs = 12
-checkpoint_config = dict(interval=4)
+total_epochs = 10
+checkpoint_config = dict(interval=5)
 workflow = [('train', 1)]
-evaluation = dict(interval=4, save_best='mAP@0.5IOU')
-log_config = dict(interval=10, hooks=[dict(type='TextLoggerHook')])
+evaluation = dict(interval=5, save_best='mAP@0.5IOU')
+log_config = dict(interval=20, hooks=[dict(type='TextLoggerHook')])
 dist_params = dict(backend='gloo')
 log_level = 'INFO'
-work_dir = './work_dirs/slowonly_r50_tiny_8x2x1_synthetic_ava_rgb'
+work_dir = './work_dirs/slowonly_r18_tiny_4x4x1_synthetic_ava_rgb'
 load_from = None
 resume_from = None
 find_unused_parameters = False
