@@ -1,4 +1,5 @@
-"""Temporal sampling of frame indices: ``SampleFrames`` and ``DenseSampleFrames`` (MMAction2 0.x).
+"""Temporal sampling of frame indices: ``SampleFrames`` and ``DenseSampleFrames`` (MMAction2 0.x), and
+``ShuffleFrames`` (not in MMAction2: a temporal-order ablation that permutes the frames of every clip).
 
 Both read ``results['total_frames']`` and ``results['start_index']`` and write
 ``results['frame_inds']`` (int64, flattened clip-major: clip 0's ``clip_len`` indices, then clip 1's, ...),
@@ -17,7 +18,7 @@ import numpy as np
 
 from actionkit.registry import PIPELINES
 
-__all__ = ["SampleFrames", "DenseSampleFrames"]
+__all__ = ["SampleFrames", "DenseSampleFrames", "ShuffleFrames"]
 
 _OUT_OF_BOUND_OPTS = ("loop", "repeat_last")
 
@@ -190,3 +191,35 @@ class DenseSampleFrames(SampleFrames):
         return (f"DenseSampleFrames(clip_len={self.clip_len}, frame_interval={self.frame_interval}, "
                 f"num_clips={self.num_clips}, sample_range={self.sample_range}, "
                 f"num_sample_positions={self.num_sample_positions}, test_mode={self.test_mode})")
+
+
+@PIPELINES.register()
+class ShuffleFrames:
+    """Randomly permute the frame indices *inside* every clip (after ``SampleFrames``, before decoding).
+
+    Not an MMAction2 op: an ablation that keeps every sampled frame but destroys temporal order, e.g. to check
+    that a model (or a data set) really depends on motion.  Reads ``results['frame_inds']`` (clip-major, as
+    written by :class:`SampleFrames`) and ``results['clip_len']``; each clip gets its own permutation drawn from
+    numpy's global RNG (seeded per sample by the engine, so a run is reproducible).  With ``keep_first=True``
+    the first frame of every clip stays in place.
+    """
+
+    def __init__(self, keep_first: bool = False):
+        self.keep_first = bool(keep_first)
+
+    def __call__(self, results: dict) -> dict:
+        if "frame_inds" not in results:
+            raise KeyError("ShuffleFrames: results has no 'frame_inds' (put it after SampleFrames)")
+        inds = np.asarray(results["frame_inds"])
+        clip_len = int(results.get("clip_len", inds.size))
+        if clip_len < 1 or inds.size % clip_len:
+            raise ValueError(f"ShuffleFrames: {inds.size} frame indices do not split into clips of {clip_len}")
+        clips = inds.reshape(-1, clip_len).copy()
+        first = 1 if self.keep_first else 0
+        for clip in clips:
+            clip[first:] = clip[first:][np.random.permutation(clip_len - first)]
+        results["frame_inds"] = clips.reshape(inds.shape)
+        return results
+
+    def __repr__(self) -> str:
+        return f"ShuffleFrames(keep_first={self.keep_first})"

@@ -191,12 +191,16 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 30, gop:
 
 def write_frame_folder(frame_dir: str | os.PathLike, frames: np.ndarray, filename_tmpl: str = "img_{:05}.jpg",
                        start_index: int = 1, quality: int = 90) -> None:
-    """Write RGB frames as JPEG files ``filename_tmpl.format(start_index + i)``."""
+    """Write RGB frames as JPEG files ``filename_tmpl.format(start_index + i)`` (4:4:4 chroma when cv2 allows)."""
     import cv2
 
     frame_dir = Path(frame_dir)
     frame_dir.mkdir(parents=True, exist_ok=True)
     params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
+    if hasattr(cv2, "IMWRITE_JPEG_SAMPLING_FACTOR_444"):
+        # full-resolution chroma: with the default 4:2:0 a 32x32 frame keeps its colour at 16x16, which blurs
+        # the small red target into the background (the class cue is colour + motion)
+        params += [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444]
     for i, rgb in enumerate(frames):
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
         if not ok:
