@@ -1,0 +1,31 @@
+# LFB with the average FBO (MMAction2 lfb_avg_...) on the synthetic long-term data:
+# the baseline slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb.py (same backbone, data and schedule) with an
+# FBOHead over the feature banks that the baseline infers (as lfb_slowonly_r18_tiny_synthetic_ava_lt_infer.py):
+#   actionkit lfb configs/detection/synthetic/lfb_avg_slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb.py \
+#       --baseline work_dirs/slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb/epoch_10.pth [--init-from-baseline]
+# Window: the 'event' classes depend on a blink 5-25 s before / after the keyframe, so the window covers
+# [t-25, t+25] (window_size 51); the bank holds the 2-3 people of each second, so 3 features per second.
+_base_ = ['./slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb.py']
+
+lfb_prefix_path = 'data/synthetic_ava_lt/lfb'
+max_num_sampled_feat = 3
+window_size = 51
+lfb_channels = 64
+dataset_modes = ('train', 'val')
+
+model = dict(
+    roi_head=dict(
+        shared_head=dict(
+            type='FBOHead',
+            lfb_cfg=dict(
+                lfb_prefix_path=lfb_prefix_path,
+                max_num_sampled_feat=max_num_sampled_feat,
+                window_size=window_size,
+                lfb_channels=lfb_channels,
+                dataset_modes=dataset_modes,
+                device='cpu',
+                deterministic_test=True),
+            fbo_cfg=dict(type='avg')),
+        bbox_head=dict(in_channels=64 + lfb_channels)))
+
+work_dir = './work_dirs/lfb_avg_slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb'
