@@ -126,13 +126,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--out", default="demo_out", help="output folder (default: ./demo_out)")
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the training run")
     p.add_argument("--epochs", type=int, default=None, help="override total_epochs of the demo config")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all cores)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: half the cores)")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    # Half the cores for compute, the rest for the data-loader workers: oversubscribing a 2-core
+    # machine made training steps many times slower (measured).
+    torch.set_num_threads(a.threads or max(1, (os.cpu_count() or 2) // 2))
     from .data.synthetic_ava import make_ava
     from .engine.entry import config_to_python, test_main, train_main
     from .evaluation.ava_map import frame_map

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("ACTIONKIT_TEST_THREADS", "2")))
+# One thread by default: on 2-core machines with data-loader workers, more threads oversubscribe the cores
+# (measured 20-50x slower training steps); set ACTIONKIT_TEST_THREADS to use more.
+torch.set_num_threads(int(os.environ.get("ACTIONKIT_TEST_THREADS", "1")))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ACTIONKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
