@@ -123,7 +123,7 @@ RUNNER = f"""
 import os, sys
 sys.path.insert(0, {str(TESTS_DIR)!r})
 import torch
-torch.set_num_threads(int(os.environ.get("ACTIONKIT_TEST_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("ACTIONKIT_TEST_THREADS", "1")))
 import test_engine  # registers the test-only model and dataset
 from actionkit.engine.entry import train_main, test_main
 sys.exit((train_main if sys.argv[1] == "train" else test_main)(sys.argv[2:]))
@@ -162,7 +162,8 @@ def assert_same_weights(a: dict, b: dict) -> None:
 def env() -> dict:
     e = dict(os.environ)
     e["PYTHONPATH"] = os.pathsep.join([str(REPO), str(TESTS_DIR), e.get("PYTHONPATH", "")])
-    e.setdefault("ACTIONKIT_TEST_THREADS", "2")
+    # same thread count as this process: bit-equal weights need the same reduction order
+    e["ACTIONKIT_TEST_THREADS"] = str(torch.get_num_threads())
     e["OMP_NUM_THREADS"] = "1"
     return e
 
