@@ -27,10 +27,11 @@ def test_ci_runs_readme_install_and_test_commands():
 
 
 def test_console_command_lists_every_job():
-    from actionkit.cli import COMMANDS
+    from actionkit.cli import COMMANDS, resolve
 
     for name in ("train", "test", "eval-ava", "make-synthetic", "demo", "lfb", "benchmark",
                  "convert-proposals", "convert-lfb"):
         assert name in COMMANDS
         module, func, _ = COMMANDS[name]
         assert module.startswith("actionkit.")
+        assert callable(resolve(name)), name
