@@ -18,6 +18,7 @@ from ..utils import atomic_save_text
 from .checkpoint import load_checkpoint
 from .distributed import barrier, get_dist_info, init_dist, launched_by_torchrun, sync_random_seed
 from .logging import get_logger
+from ..models.builder import _clear_pretrained
 
 
 # --------------------------------------------------------------------------------------------- shared
@@ -37,15 +38,6 @@ def _set_local_rank(local_rank: int | None) -> None:
     if "LOCAL_RANK" not in os.environ and local_rank is not None:
         os.environ["LOCAL_RANK"] = str(local_rank)
 
-
-def _clear_pretrained(model_cfg: dict) -> None:
-    backbone = model_cfg.get("backbone")
-    if isinstance(backbone, dict):
-        if "pretrained" in backbone:
-            backbone["pretrained"] = None
-        for path in ("slow_pathway", "fast_pathway"):
-            if isinstance(backbone.get(path), dict) and "pretrained" in backbone[path]:
-                backbone[path]["pretrained"] = None
 
 
 def build_model(cfg: Config, init_weights: bool = True) -> torch.nn.Module:
