@@ -29,26 +29,30 @@ DEMO_DATA = dict(num_train=64, num_val=6, num_keyframes=10, margin_s=1, write_vi
 log = logging.getLogger("actionkit.demo")
 
 
-def _data_ready(data_dir: Path, seed: int | None = None) -> bool:
+def _data_ready(data_dir: Path, seed: int | None = None, data_args: dict | None = None) -> bool:
     """True when ``data_dir`` holds a complete synthetic set of the demo's size (and ``seed``, if given)."""
+    data_args = data_args or DEMO_DATA
     info = data_dir / "dataset_info.json"
     if not info.is_file():
         return False
     meta = json.loads(info.read_text())
-    sizes_match = (len(meta["splits"]["train"]["videos"]) == DEMO_DATA["num_train"]
-                   and len(meta["splits"]["val"]["videos"]) == DEMO_DATA["num_val"]
-                   and len(meta["keyframes"]) == DEMO_DATA["num_keyframes"]
+    sizes_match = (len(meta["splits"]["train"]["videos"]) == data_args["num_train"]
+                   and len(meta["splits"]["val"]["videos"]) == data_args["num_val"]
+                   and len(meta["keyframes"]) == data_args["num_keyframes"]
                    and (seed is None or meta.get("seed") == seed))
     return sizes_match and all((data_dir / meta["splits"][s]["ann_file"]).is_file() for s in ("train", "val"))
 
 
-def demo_config(data_dir: Path, epochs: int | None = None):
-    """The demo config with its data paths pointed at ``data_dir`` (dataset args from dataset_info.json)."""
-    from .config import load_config
+def demo_config(data_dir: Path, epochs: int | None = None, cfg_options: Sequence[str] | None = None):
+    """The demo config with its data paths pointed at ``data_dir`` (dataset args from dataset_info.json).
+
+    ``cfg_options`` (``key=value`` strings, as ``--cfg-options``) are applied last, so experiments such as
+    ``data.train.pipeline.0.clip_len=8`` are plain command lines.
+    """
+    from .config import apply_cfg_options, load_config
 
     cfg = load_config(DEMO_CONFIG)
     info = json.loads((data_dir / "dataset_info.json").read_text())
-    ann = data_dir / "annotations"
     for split, name in (("train", "train"), ("val", "val"), ("test", "val")):
         s = info["splits"][name]
         d = cfg.data[split]
@@ -63,7 +67,8 @@ def demo_config(data_dir: Path, epochs: int | None = None):
     cfg.model.roi_head.bbox_head.num_classes = info["dataset_args"]["num_classes"]
     if epochs is not None:
         cfg.total_epochs = epochs
-    del ann
+    if cfg_options:
+        apply_cfg_options(cfg, cfg_options, cfg.filename)
     return cfg, info
 
 
@@ -127,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="seed of the data and the training run")
     p.add_argument("--epochs", type=int, default=None, help="override total_epochs of the demo config")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: half the cores)")
+    p.add_argument("--num-train", type=int, default=DEMO_DATA["num_train"],
+                   help=f"synthetic training videos (default {DEMO_DATA['num_train']})")
+    p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
+                   help="override values of the demo config, e.g. data.train.pipeline.0.clip_len=8")
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
@@ -143,12 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     start = time.time()
     out = Path(a.out).resolve()
     data_dir = out / "data"
-    if _data_ready(data_dir, a.seed):
+    data_args = dict(DEMO_DATA, num_train=a.num_train)
+    if _data_ready(data_dir, a.seed, data_args):
         print(f"[1/4] synthetic AVA data: reusing {data_dir}")
     else:
         print(f"[1/4] writing synthetic AVA-format data to {data_dir}")
-        make_ava(data_dir, seed=a.seed, **DEMO_DATA)
-    cfg, info = demo_config(data_dir, a.epochs)
+        make_ava(data_dir, seed=a.seed, **data_args)
+    cfg, info = demo_config(data_dir, a.epochs, a.cfg_options)
     work = out / "work_dir"
     work.mkdir(parents=True, exist_ok=True)
     cfg_path = work / "demo_config.py"

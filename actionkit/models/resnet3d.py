@@ -111,6 +111,21 @@ def load_3d_checkpoint(module: nn.Module, path: str, strict: bool = False) -> No
 # blocks
 # ----------------------------------------------------------------------------------------------
 
+def _init_block_attrs(block: nn.Module, inplanes: int, planes: int, spatial_stride: int, temporal_stride: int,
+                      dilation: int, style: str, inflate: bool, inflate_style: str, non_local: bool,
+                      with_cp: bool) -> None:
+    """Validate and store the arguments BasicBlock3d and Bottleneck3d share."""
+    if style not in ("pytorch", "caffe"):
+        raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
+    if inflate_style not in ("3x1x1", "3x3x3"):
+        raise ValueError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
+    block.inplanes, block.planes = inplanes, planes
+    block.spatial_stride, block.temporal_stride, block.dilation = spatial_stride, temporal_stride, dilation
+    block.style, block.inflate, block.inflate_style = style, inflate, inflate_style
+    block.with_cp = with_cp
+    block.non_local = non_local
+
+
 class BasicBlock3d(nn.Module):
     """Two 3D convs (R18 / R34).  Inflated blocks use 3x3x3 kernels, others 1x3x3; stride on conv1."""
 
@@ -124,15 +139,8 @@ class BasicBlock3d(nn.Module):
                  norm_cfg: Mapping[str, Any] | None = _DEFAULT_NORM,
                  act_cfg: Mapping[str, Any] | None = _DEFAULT_ACT, with_cp: bool = False) -> None:
         super().__init__()
-        if style not in ("pytorch", "caffe"):
-            raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
-        if inflate_style not in ("3x1x1", "3x3x3"):
-            raise ValueError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
-        self.inplanes, self.planes = inplanes, planes
-        self.spatial_stride, self.temporal_stride, self.dilation = spatial_stride, temporal_stride, dilation
-        self.style, self.inflate, self.inflate_style = style, inflate, inflate_style
-        self.with_cp = with_cp
-        self.non_local = non_local
+        _init_block_attrs(self, inplanes, planes, spatial_stride, temporal_stride, dilation, style, inflate,
+                          inflate_style, non_local, with_cp)
         if inflate:
             k1, p1, k2, p2 = (3, 3, 3), (1, dilation, dilation), (3, 3, 3), (1, 1, 1)
         else:
@@ -175,15 +183,8 @@ class Bottleneck3d(nn.Module):
                  norm_cfg: Mapping[str, Any] | None = _DEFAULT_NORM,
                  act_cfg: Mapping[str, Any] | None = _DEFAULT_ACT, with_cp: bool = False) -> None:
         super().__init__()
-        if style not in ("pytorch", "caffe"):
-            raise ValueError(f"style must be 'pytorch' or 'caffe', got {style!r}")
-        if inflate_style not in ("3x1x1", "3x3x3"):
-            raise ValueError(f"inflate_style must be '3x1x1' or '3x3x3', got {inflate_style!r}")
-        self.inplanes, self.planes = inplanes, planes
-        self.spatial_stride, self.temporal_stride, self.dilation = spatial_stride, temporal_stride, dilation
-        self.style, self.inflate, self.inflate_style = style, inflate, inflate_style
-        self.with_cp = with_cp
-        self.non_local = non_local
+        _init_block_attrs(self, inplanes, planes, spatial_stride, temporal_stride, dilation, style, inflate,
+                          inflate_style, non_local, with_cp)
         if style == "pytorch":
             s1, t1, s2, t2 = 1, 1, spatial_stride, temporal_stride
         else:
