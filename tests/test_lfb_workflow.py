@@ -43,7 +43,7 @@ def tiny_lt(tmp_path, monkeypatch, one_thread):
 
     monkeypatch.chdir(tmp_path)
     make_ava("data/synthetic_ava_lt", seed=3, num_train=2, num_val=1, num_keyframes=12, write_videos=False,
-             extra_groups=("relation", "event", "blink"))
+             extra_groups=("relation", "event", "flash"))
     torch.manual_seed(0)
     # an untrained baseline is enough to exercise the machinery (the proof trains a real one)
     save_checkpoint(tmp_path / "baseline.pth", build_model(load_config(BASELINE_CFG)))
@@ -67,7 +67,7 @@ def test_lt_configs_build():
     for path in LT_CFGS:
         cfg = load_config(path)
         assert cfg.model.backbone.base_channels == 8, path
-        assert cfg.model.roi_head.bbox_head.num_classes == 13, path
+        assert cfg.model.roi_head.bbox_head.num_classes == 12, path
         shared = cfg.model.roi_head.get("shared_head") or {}
         if shared.get("type") == "FBOHead":
             lfb = shared["lfb_cfg"]
@@ -89,18 +89,18 @@ def test_lt_configs_build():
             assert cfg.data.train.get("test_mode") is None                # the LFB config is untouched
 
 
-def test_blink_group_adds_only_its_class(tmp_path):
-    """'blink' adds class 12 where a blink is visible at the keyframe and leaves the other labels unchanged."""
+def test_flash_group_adds_only_its_class(tmp_path):
+    """'flash' adds class 11 where the flash is visible at the keyframe and leaves the other labels unchanged."""
     from actionkit.data.synthetic_ava import make_ava
 
-    kw = dict(seed=5, num_train=1, num_val=1, num_keyframes=40, write_videos=False)
+    kw = dict(seed=5, num_train=2, num_val=1, num_keyframes=40, write_videos=False)
     a = make_ava(tmp_path / "a", extra_groups=("relation", "event"), **kw)
-    b = make_ava(tmp_path / "b", extra_groups=("relation", "event", "blink"), **kw)
-    assert a["num_classes"] == 12 and b["num_classes"] == 13 and "blink" in b["class_groups"]
+    b = make_ava(tmp_path / "b", extra_groups=("relation", "event", "flash"), **kw)
+    assert a["num_classes"] == 11 and b["num_classes"] == 12 and "flash" in b["class_groups"]
     rows_a = (tmp_path / "a/annotations/train.csv").read_text().split()
     rows_b = (tmp_path / "b/annotations/train.csv").read_text().split()
-    blink_rows = [r for r in rows_b if r.split(",")[6] == "12"]
-    assert blink_rows and [r for r in rows_b if r.split(",")[6] != "12"] == rows_a
+    flash_rows = [r for r in rows_b if r.split(",")[6] == "11"]
+    assert flash_rows and [r for r in rows_b if r.split(",")[6] != "11"] == rows_a
     assert (tmp_path / "a/rawframes/syntrain000/img_00100.jpg").read_bytes() == \
         (tmp_path / "b/rawframes/syntrain000/img_00100.jpg").read_bytes()
 

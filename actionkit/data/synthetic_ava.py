@@ -66,31 +66,36 @@ CLASSES: tuple[SynthClass, ...] = (
 STAND, WALK_LEFT, WALK_RIGHT, BOUNCE, SPIN, WAVE, CARRY = (c.id for c in CLASSES)
 
 # Optional groups (``make_ava(extra_groups=...)``), off by default so the basic set stays as it is.
-#  * relation: a walking actor approaches / moves away from the nearest other actor on its line of walk
-#    (needs the walking direction AND where the other actor is).
-#  * event: each actor's body briefly flashes white (a "blink", 0.6 s) at random times; the keyframe is
-#    labelled when a blink started 5-25 s before it / starts 5-25 s after it, far outside any short clip
-#    (long-term context such as the LFB is needed). Use videos of >= 30 keyframes for useful event labels.
-#  * blink: the blink itself ("blinking" within 0.3 s of the keyframe), a short-term class (see below).
+#  * relation: the label of an actor depends on what ANOTHER actor does at the same time, which the actor's own
+#    RoI feature does not show but a relation model that sees the whole frame next to the actor (ACRN) can:
+#    "cross": the actor walks left / right while another actor walks the other way; "watch": the actor stands
+#    still while another actor spins. Neither can fire on the actor itself (its own motion is never both), so a
+#    model that pairs the actor with every place of the frame needs no position of the actor to learn them.
+#  * event: a scene-wide flash (every actor's body and head lit white for 1 s, centred on a keyframe second)
+#    happens 0-2 times per video; an actor is labelled "flash 5-25 s before or after" when a flash lies 5-25 s
+#    from the keyframe, far outside any short clip but inside a +-25 s feature bank window. Keyframes 1-4 s from a
+#    flash are written to the excluded timestamps (AVA's mechanism for unannotated keyframes): neither "in the
+#    window" nor "not in the window" would be right for a model that sees the window as an unordered set, as the
+#    LFB heads do (they cannot tell 3 s from 10 s). The flash is scene-wide because a feature bank records no
+#    identities: a per-actor event in a scene of several people would not say whose it was.
+#    Use videos of >= 30 keyframes for useful event labels.
+#  * flash: the flash itself ("lit by a flash" at the keyframe), a short-term class visible in the clip: a
+#    detector trained with it learns to see flashes, so a feature bank of its RoI features holds the long-term
+#    context of the 'event' class (as AVA banks hold the actions around a keyframe).
 EXTRA_CLASSES: dict[str, tuple[SynthClass, ...]] = {
-    "relation": (SynthClass(8, "approach (another person)", "relation", True),
-                 SynthClass(9, "move away (from another person)", "relation", True)),
-    "event": (SynthClass(10, "blinked 5-25 s ago", "event", True),
-              SynthClass(11, "blinks in 5-25 s", "event", True)),
-    # the blink itself as a short-term class, visible in the clip: a detector trained with it learns to see
-    # blinks, so a feature bank of its RoI features holds the long-term context of the 'event' classes (as AVA
-    # banks hold the actions around a keyframe). Without it nothing supervises the baseline to notice a blink
-    # (a linear probe of such a baseline's bank features found blinks at AP 0.12 for a prevalence of 0.04).
-    "blink": (SynthClass(12, "blinking", "blink", False),),
+    "relation": (SynthClass(8, "cross (another person walking the other way)", "relation", True),
+                 SynthClass(9, "watch (a person spinning)", "relation", True)),
+    "event": (SynthClass(10, "flash 5-25 s before or after", "event", True),),
+    "flash": (SynthClass(11, "lit by a flash", "flash", False),),
 }
-APPROACH, MOVE_AWAY = (c.id for c in EXTRA_CLASSES["relation"])
-BLINKED, WILL_BLINK = (c.id for c in EXTRA_CLASSES["event"])
-(BLINKING,) = (c.id for c in EXTRA_CLASSES["blink"])
-BLINK_VISIBLE_S = 0.3   # 'blinking' when a blink frame lies within this many seconds of the keyframe
-EVENT_WINDOW_S = (5.0, 25.0)
-BLINK_S = 0.6
+CROSS, WATCH = (c.id for c in EXTRA_CLASSES["relation"])
+(FLASH_AWAY,) = (c.id for c in EXTRA_CLASSES["event"])
+(LIT,) = (c.id for c in EXTRA_CLASSES["flash"])
+EVENT_WINDOW_S = (5, 25)
+FLASHES_PER_VIDEO = ((0, 1, 2), (0.5, 0.35, 0.15))   # choices and their probabilities
+FLASH_MIN_GAP_S = 12
 
-FORMAT_VERSION = "actionkit-synthetic-ava-1"
+FORMAT_VERSION = "actionkit-synthetic-ava-2"
 TIMESTAMP_START = 900
 
 # figure geometry in pixels at scale 1 (body centre = (x, y))
@@ -248,8 +253,8 @@ def _draw_actor(img: np.ndarray, track: Track, f: int) -> None:
     cv2.line(img, _pt(p["sh_r"]), _pt(p["hand_r"]), col, thick, aa, _SHIFT)
     cv2.ellipse(img, _pt((p["x"], p["y"])), (_fx(_BODY_HW * s), _fx(_BODY_HH * s)), 0, 0, 360, col, -1, aa, _SHIFT)
     cv2.circle(img, _pt(p["head"]), _fx(_HEAD_R * s), col, -1, aa, _SHIFT)
-    blink = track.extra.get("blink")
-    if blink is not None and blink[f]:
+    lit = track.extra.get("lit")
+    if lit is not None and lit[f]:
         col = (255, 255, 255)
         cv2.ellipse(img, _pt((p["x"], p["y"])), (_fx(_BODY_HW * s), _fx(_BODY_HH * s)), 0, 0, 360, col, -1, aa,
                     _SHIFT)
@@ -288,65 +293,64 @@ def _attribute_rule(track: Track, f: int, tracks: Sequence[Track], ctx: dict) ->
 
 def _relation_rule(track: Track, f: int, tracks: Sequence[Track], ctx: dict) -> list[int]:
     m = int(track.motion[f])
-    if m not in (WALK_LEFT, WALK_RIGHT):
-        return []
-    others = [o for o in tracks if o is not track]
-    if not others:
-        return []
-    # the nearest other actor (centre distance); moving towards its side is an approach
-    near = min(others, key=lambda o: math.hypot(o.x[f] - track.x[f], o.y[f] - track.y[f]))
-    side = np.sign(near.x[f] - track.x[f])
-    direction = 1.0 if m == WALK_RIGHT else -1.0
-    if side == 0:
-        return [MOVE_AWAY]
-    return [APPROACH] if side == direction else [MOVE_AWAY]
-
-
-def _event_rule(track: Track, f: int, tracks: Sequence[Track], ctx: dict) -> list[int]:
-    starts = track.extra.get("blink_starts")
-    if starts is None or len(starts) == 0:
-        return []
-    dt = (np.asarray(starts) - f) / ctx["fps"]          # seconds from the keyframe to each blink start
-    lo, hi = EVENT_WINDOW_S
+    others = {int(o.motion[f]) for o in tracks if o is not track}
     out = []
-    if np.any((-dt >= lo) & (-dt <= hi)):
-        out.append(BLINKED)
-    if np.any((dt >= lo) & (dt <= hi)):
-        out.append(WILL_BLINK)
+    if m in (WALK_LEFT, WALK_RIGHT) and (WALK_RIGHT if m == WALK_LEFT else WALK_LEFT) in others:
+        out.append(CROSS)
+    if m == STAND and SPIN in others:
+        out.append(WATCH)
     return out
 
 
-def _blink_rule(track: Track, f: int, tracks: Sequence[Track], ctx: dict) -> list[int]:
-    blink = track.extra.get("blink")
-    if blink is None:
+def _keyframe_flash_distance(f: int, ctx: dict) -> int | None:
+    """Whole seconds from the keyframe at frame ``f`` to the nearest flash of the video (None: no flash)."""
+    flashes = ctx.get("flash_frames")
+    if flashes is None or len(flashes) == 0:
+        return None
+    return int(round(np.min(np.abs(np.asarray(flashes) - f)) / ctx["fps"]))
+
+
+def _event_rule(track: Track, f: int, tracks: Sequence[Track], ctx: dict) -> list[int]:
+    flashes = ctx.get("flash_frames")
+    if flashes is None or len(flashes) == 0:
         return []
-    r = int(round(BLINK_VISIBLE_S * ctx["fps"]))
-    return [BLINKING] if blink[max(0, f - r):f + r + 1].any() else []
+    dist_s = np.abs(np.asarray(flashes) - f) / ctx["fps"]
+    lo, hi = EVENT_WINDOW_S
+    return [FLASH_AWAY] if np.any((dist_s >= lo) & (dist_s <= hi)) else []
 
 
-def _add_blinks(rng: np.random.Generator, track: Track, n_frames: int, fps: int) -> None:
-    """Blink starts (frame indices) about every 20-40 s, each lasting BLINK_S seconds."""
-    blink = np.zeros(n_frames, dtype=bool)
-    starts = []
-    t = float(rng.uniform(0, 20))
-    while t * fps < n_frames:
-        f0 = int(round(t * fps))
-        starts.append(f0)
-        blink[f0:f0 + max(1, int(round(BLINK_S * fps)))] = True
-        t += float(rng.uniform(20, 40))
-    track.extra["blink"] = blink
-    track.extra["blink_starts"] = np.array(starts, dtype=np.int64)
+def _flash_rule(track: Track, f: int, tracks: Sequence[Track], ctx: dict) -> list[int]:
+    lit = track.extra.get("lit")
+    return [LIT] if lit is not None and lit[f] else []
+
+
+def _schedule_flashes(rng: np.random.Generator, keyframe_frames: Sequence[int], n_frames: int,
+                      fps: int) -> tuple[np.ndarray, np.ndarray]:
+    """0-2 flashes centred on keyframes at least FLASH_MIN_GAP_S apart: (centre frames, per-frame lit mask)."""
+    choices, probs = FLASHES_PER_VIDEO
+    n = int(rng.choice(choices, p=probs))
+    centres: list[int] = []
+    for f in rng.permutation(np.asarray(keyframe_frames)):
+        if len(centres) == n:
+            break
+        if all(abs(int(f) - c) >= FLASH_MIN_GAP_S * fps for c in centres):
+            centres.append(int(f))
+    lit = np.zeros(n_frames, dtype=bool)
+    half = fps // 2
+    for c in centres:
+        lit[max(0, c - half):c + half + 1] = True
+    return np.array(sorted(centres), dtype=np.int64), lit
 
 
 LabelRule = Callable[[Track, int, Sequence[Track], dict], list]
 LABEL_RULES: list[LabelRule] = [_motion_rule, _attribute_rule]
-EXTRA_RULES: dict[str, LabelRule] = {"relation": _relation_rule, "event": _event_rule, "blink": _blink_rule}
+EXTRA_RULES: dict[str, LabelRule] = {"relation": _relation_rule, "event": _event_rule, "flash": _flash_rule}
 
 
 # ---------------------------------------------------------------------------------------------- proposals
 
 def _detections(rng: np.random.Generator, gt_boxes: list[tuple[float, float, float, float]], p_miss: float,
-                n_false: float) -> np.ndarray:
+                n_false: float, p_confident: float) -> np.ndarray:
     """Detector-like person boxes: jittered GT (mostly high scores), some missed, a few low-score false boxes."""
     rows = []
     for b in gt_boxes:
@@ -357,7 +361,7 @@ def _detections(rng: np.random.Generator, gt_boxes: list[tuple[float, float, flo
         x1, y1, x2, y2 = np.clip(np.array(b) + jit, 0.0, 1.0)
         if x2 <= x1 or y2 <= y1:
             continue
-        score = rng.uniform(0.9, 1.0) if rng.random() < 0.85 else rng.uniform(0.6, 0.9)
+        score = rng.uniform(0.9, 1.0) if rng.random() < p_confident else rng.uniform(0.6, 0.9)
         rows.append([x1, y1, x2, y2, score])
         if rng.random() < 0.15:   # a duplicate, looser box with a lower score
             jit = rng.normal(0, 0.1, size=4) * np.array([w, h, w, h])
@@ -404,14 +408,15 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
              num_keyframes: int = 20, fps: int = 15, width: int = 160, height: int = 120,
              actors: tuple[int, int] = (2, 3), margin_s: int = 3, timestamp_start: int = TIMESTAMP_START,
              jpeg_quality: int = 95, gop: int = 8, write_videos: bool = True, num_excluded: tuple[int, int] = (2, 1),
-             p_miss: float = 0.08, n_false: float = 0.7, extra_groups: Sequence[str] = ()) -> dict:
+             p_miss: float = 0.03, n_false: float = 0.7, p_confident: float = 0.95, extra_groups: Sequence[str] = ()) -> dict:
     """Write the synthetic AVA set into ``out_dir`` (replacing a previous one) and return ``dataset_info``.
 
     Keyframes of every video are the integer seconds ``timestamp_start + margin_s + i`` (``i < num_keyframes``);
     videos last ``num_keyframes + 2*margin_s - 1`` seconds. ``margin_s * fps`` must exceed half of the longest
     clip (64 frames in the AVA configs) so that sampled indices stay >= 1. ``extra_groups`` adds the optional
     class groups of :data:`EXTRA_CLASSES` (``'relation'``, ``'event'``); they draw from their own random stream,
-    so the basic labels of a seed do not change (event blinks do change the pixels).
+    so the basic labels of a seed do not change (flashes do change the pixels, and 'event' adds the keyframes
+    1-4 s from a flash to the excluded timestamps).
     """
     unknown = [g for g in extra_groups if g not in EXTRA_CLASSES]
     if unknown:
@@ -440,7 +445,7 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
             previous = json.loads((out / "dataset_info.json").read_text()).get("format")
         except (OSError, ValueError, AttributeError):
             previous = None
-        if previous != FORMAT_VERSION:
+        if not (isinstance(previous, str) and previous.startswith("actionkit-synthetic-ava-")):
             raise FileExistsError(f"{out} already holds {existing} that this generator did not write "
                                   "(no synthetic dataset_info.json); choose an empty --out folder")
         for sub in existing:
@@ -452,6 +457,8 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
         proposals: dict[str, np.ndarray] = {}
         videos = []
         all_keys = []
+        near_flash: list[tuple[str, int]] = []      # 'event': keyframes 1-4 s from a flash (see EXTRA_CLASSES)
+        flash_seconds: dict[str, list[int]] = {}
         for vi in range(n_videos):
             video_id = f"syn{split}{vi:03d}"
             videos.append(video_id)
@@ -466,8 +473,13 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
                 if x_range[1] <= x_range[0]:
                     x_range = (margin, width - margin)
                 tracks.append(_simulate_actor(rng, a, n_frames, fps, width, height, x_range))
-                if "event" in groups or "blink" in groups:
-                    _add_blinks(ext_rng, tracks[-1], n_frames, fps)
+            flash_frames = None
+            if "event" in groups or "flash" in groups:
+                flash_frames, lit = _schedule_flashes(ext_rng, [fps * (ts - timestamp_start) for ts in keyframes],
+                                                      n_frames, fps)
+                for tr in tracks:
+                    tr.extra["lit"] = lit
+                flash_seconds[video_id] = [timestamp_start + int(c) // fps for c in flash_frames]
             bg = _background(rng, width, height)
             frame_dir = out / "rawframes" / video_id
             frame_dir.mkdir(parents=True, exist_ok=True)
@@ -482,7 +494,8 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
             if write_videos:
                 (out / "videos").mkdir(parents=True, exist_ok=True)
                 _write_video(out / "videos" / f"{video_id}.mp4", frames, fps, gop)
-            ctx = dict(fps=fps, width=width, height=height, timestamp_start=timestamp_start)
+            ctx = dict(fps=fps, width=width, height=height, timestamp_start=timestamp_start,
+                       flash_frames=flash_frames)
             for ts in keyframes:
                 f = fps * (ts - timestamp_start)           # 0-based index of img_{fps*(ts-start)+1}
                 boxes = []
@@ -496,11 +509,14 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
                                         f"{cid},{tr.person_id}")
                 key = f"{video_id},{ts:04d}"
                 all_keys.append((video_id, ts))
-                det = _detections(rng, boxes, p_miss, n_false)
+                if "event" in groups and 1 <= (_keyframe_flash_distance(f, ctx) or 0) < EVENT_WINDOW_S[0]:
+                    near_flash.append((video_id, ts))
+                det = _detections(rng, boxes, p_miss, n_false, p_confident)
                 if len(det):
                     proposals[key] = det
         n_exc = min(num_excluded[0 if split == "train" else 1], max(0, len(all_keys) - 1))
         excluded = [all_keys[i] for i in sorted(rng.choice(len(all_keys), size=n_exc, replace=False))] if n_exc else []
+        excluded = sorted(set(excluded) | set(near_flash))
         ann = out / "annotations" / f"{split}.csv"
         atomic_save_text(ann, "\n".join(csv_rows) + "\n")
         exc = out / "annotations" / f"{split}_excluded_timestamps.csv"
@@ -512,6 +528,8 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
         splits[split] = dict(videos=videos, ann_file=str(ann.relative_to(out)), exclude_file=str(exc.relative_to(out)),
                              proposal_file=str(pkl.relative_to(out)), proposal_file_npz=str(npz.relative_to(out)),
                              num_keyframes=len(all_keys), excluded=[f"{v},{t:04d}" for v, t in excluded])
+        if flash_seconds:
+            splits[split]["flash_seconds"] = flash_seconds
     label_file = out / "annotations" / "action_list.pbtxt"
     atomic_save_text(label_file, _pbtxt(classes))
     num_classes = max(c.id for c in classes) + 1
@@ -552,13 +570,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--num-val", type=int, default=3, help="validation videos")
     parser.add_argument("--num-keyframes", type=int, default=20, help="keyframes (seconds) per video")
     parser.add_argument("--fps", type=int, default=15)
+    parser.add_argument("--actors", type=int, nargs=2, default=[2, 3], metavar=("MIN", "MAX"),
+                        help="people per video (drawn uniformly from MIN..MAX)")
     parser.add_argument("--no-videos", action="store_true", help="write only the frame folders")
     parser.add_argument("--extra", nargs="*", default=[], choices=sorted(EXTRA_CLASSES),
-                        help="optional class groups: relation (approach / move away), event (a blink 5-25 s "
-                             "before / after the keyframe; use >= 30 keyframes), blink (the blink itself)")
+                        help="optional class groups: relation (cross / watch another person), event (a scene-wide "
+                             "flash 5-25 s before or after the keyframe; use >= 30 keyframes), flash (the flash "
+                             "itself)")
     args = parser.parse_args(argv)
     info = make_ava(args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val,
                     num_keyframes=args.num_keyframes, fps=args.fps, write_videos=not args.no_videos,
+                    actors=tuple(args.actors),
                     extra_groups=args.extra)
     print(f"wrote synthetic AVA to {args.out}: {info['splits']['train']['num_keyframes']} train / "
           f"{info['splits']['val']['num_keyframes']} val keyframes, {len(info['classes'])} classes "

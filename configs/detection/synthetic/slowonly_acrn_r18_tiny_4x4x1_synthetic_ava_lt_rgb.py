@@ -2,8 +2,8 @@
 # baseline slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb.py (same SlowOnly backbone, data and schedule) with an
 # ACRNHead between the RoI extractor and the bbox head, and the extractor's temporal max pooling of MMAction2's
 # ACRN config (ACRN's context is the temporally pooled feature map). ACRN sees the
-# whole feature map next to each actor's RoI feature: the 'relation' classes (approach / move away from another
-# person) need where the other people are, which a RoI feature alone does not show.
+# whole feature map next to each actor's RoI feature: the 'relation' classes (cross / watch another person) need
+# what the other people do, which a RoI feature alone does not show.
 _base_ = ['./slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb.py']
 
 model = dict(

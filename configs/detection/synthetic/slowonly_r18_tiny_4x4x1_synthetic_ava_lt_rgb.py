@@ -2,13 +2,12 @@
 # data: the small SlowOnly detector of the demo (slowonly_r18_tiny_4x4x1_synthetic_ava_rgb.py: ResNet3dSlowOnly
 # depth 18, 8 base channels -> 64 output channels, output stride 8, 4 frames at stride 4, no crop, no flip) on
 # the synthetic AVA data with the extra class groups, written by
-#   actionkit make-synthetic ava --out data/synthetic_ava_lt --num-train 16 --num-val 4 --num-keyframes 40 \
-#       --no-videos --extra relation event blink
-# Classes: 1-5 motion, 6-7 attribute, 8-9 relation (approach / move away from another person), 10-11 event
-# (a blink 5-25 s before / after the keyframe: long-term), 12 blinking (the blink itself, short-term).
-# 10 epochs: the short-term 'blinking' class (rare: ~5% of the people) is learnt late (measured 'blinking' AP 0.25
-# after 6 epochs, 0.72 after 10), and the feature bank stores this detector's RoI features, so what the baseline
-# sees is what an LFB model can use.
+#   actionkit make-synthetic ava --out data/synthetic_ava_lt --num-train 16 --num-val 6 --num-keyframes 40 \
+#       --actors 3 4 --no-videos --extra relation event flash
+# Classes: 1-5 motion, 6-7 attribute, 8-9 relation (cross / watch another person), 10 event (a scene-wide flash
+# 5-25 s before or after the keyframe: long-term), 11 lit by a flash (the flash itself, short-term).
+# 10 epochs: the feature bank stores this detector's RoI features, so what the baseline learns to see (the
+# short-term flash class among them) is what an LFB model can use.
 # Frames are resized to a short side of 96 (not 120) so that the baseline, two banks, three LFB models and ACRN
 # train on a CPU in about 20 minutes. timestamp_end only clips frame indices (keyframes keep a 3 s margin), so
 # videos with fewer keyframes work unchanged.
@@ -38,7 +37,7 @@ model = dict(
         bbox_head=dict(
             type='BBoxHeadAVA',
             in_channels=64,
-            num_classes=13,
+            num_classes=12,
             multilabel=True,
             dropout_ratio=0.5)),
     train_cfg=dict(
@@ -69,7 +68,7 @@ label_file = f'{anno_root}/action_list.pbtxt'
 proposal_file_train = f'{anno_root}/proposals_train.npz'
 proposal_file_val = f'{anno_root}/proposals_val.npz'
 # the synthetic videos: 15 fps, timeline starting at 900 s, keyframes 903..942 s (40 keyframes)
-dataset_args = dict(fps=15, timestamp_start=900, timestamp_end=945, num_classes=13)
+dataset_args = dict(fps=15, timestamp_start=900, timestamp_end=945, num_classes=12)
 
 img_norm_cfg = dict(
     mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
