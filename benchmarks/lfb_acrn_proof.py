@@ -75,11 +75,11 @@ def group_ap(results_csv: Path, data_dir: Path) -> dict:
 
 
 def make_data(data_dir: Path, seed: int, num_train: int, num_val: int, num_keyframes: int,
-              actors: tuple[int, int] = (3, 4)) -> float:
+              actors: tuple[int, int] = (3, 4), flashes: list[int] | None = None, flash_s: int = 1) -> float:
     from actionkit.data.synthetic_ava import FORMAT_VERSION, make_ava
 
     want = dict(seed=seed, num_train=num_train, num_val=num_val, num_keyframes=num_keyframes, actors=list(actors),
-                format=FORMAT_VERSION)
+                format=FORMAT_VERSION, flashes=flashes, flash_s=flash_s)
     stamp = data_dir / "proof_params.json"
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         print(f"data: {data_dir} (reused)")
@@ -87,7 +87,8 @@ def make_data(data_dir: Path, seed: int, num_train: int, num_val: int, num_keyfr
     t0 = time.time()
     info = make_ava(data_dir, seed=seed, num_train=num_train, num_val=num_val, num_keyframes=num_keyframes,
                     actors=tuple(actors), write_videos=False,
-                    extra_groups=("relation", "event", "flash"))
+                    extra_groups=("relation", "event", "flash"), flash_s=flash_s,
+                    **({"flashes_per_video": (flashes, [1 / len(flashes)] * len(flashes))} if flashes else {}))
     stamp.write_text(json.dumps(want))
     print(f"data: {data_dir}: {info['splits']['train']['num_keyframes']} train / "
           f"{info['splits']['val']['num_keyframes']} val keyframes ({info['seconds']} s)")
@@ -127,12 +128,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-val", type=int, default=6, help="validation videos")
     p.add_argument("--num-keyframes", type=int, default=40, help="keyframes (seconds) per video")
     p.add_argument("--actors", type=int, nargs=2, default=[3, 4], metavar=("MIN", "MAX"), help="people per video")
+    p.add_argument("--flashes", type=int, nargs="+", default=None, metavar="N",
+                   help="flashes per video, drawn uniformly from these numbers (default: the generator's 0-2)")
+    p.add_argument("--flash-seconds", type=int, default=1, help="length of a flash (odd; it lights that many "
+                   "keyframes, so more keyframes show the short-term flash class)")
     p.add_argument("--epochs", type=int, default=None, help="baseline epochs (default: the config's)")
     p.add_argument("--lfb-epochs", type=int, default=None, help="LFB / ACRN epochs (default: the config's)")
     p.add_argument("--models", nargs="+", default=["ft", "nl", "avg", "max", "acrn"],
                    choices=["ft", "nl", "avg", "max", "acrn"],
                    help="models besides the baseline (ft: the baseline trained on for --lfb-epochs more epochs "
                         "from its checkpoint, like the LFB and ACRN models: the control for the extra training)")
+    p.add_argument("--cfg-options", nargs="+", default=[], metavar="KEY=VALUE",
+                   help="config overrides for every model and the bank inference (e.g. a smaller frame size)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (0: leave torch's default)")
     p.add_argument("--verbose", action="store_true", help="show the training / test logs")
     a = p.parse_args(argv)
@@ -154,10 +161,11 @@ def main(argv: list[str] | None = None) -> int:
             times_path.write_text(json.dumps(times, indent=1))
 
     t_all = time.time()
-    record("data", make_data(DATA_DIR, a.seed, a.num_train, a.num_val, a.num_keyframes, a.actors) or None)
+    record("data", make_data(DATA_DIR, a.seed, a.num_train, a.num_val, a.num_keyframes, a.actors, a.flashes,
+                             a.flash_seconds) or None)
 
-    base_opts = [f"total_epochs={a.epochs}"] if a.epochs else []
-    head_opts = [f"total_epochs={a.lfb_epochs}"] if a.lfb_epochs else []
+    base_opts = ([f"total_epochs={a.epochs}"] if a.epochs else []) + a.cfg_options
+    head_opts = ([f"total_epochs={a.lfb_epochs}"] if a.lfb_epochs else []) + a.cfg_options
     print(f"baseline: training + testing {BASELINE_CFG.name}", flush=True)
     record("baseline", train_and_test(BASELINE_CFG, Path("work_dirs/baseline"), a.seed, base_opts, quiet))
     from actionkit.config import load_config

@@ -332,3 +332,20 @@ def test_evaluate_on_synthetic_val(data):
     assert ds.evaluate(perfect)["mAP@0.5IOU"] == pytest.approx(1.0)
     m = ds.evaluate(proposals_only)["mAP@0.5IOU"]
     assert 0.0 < m < 0.9
+
+
+def test_three_second_flash_lights_three_keyframes(tmp_path):
+    kw = dict(seed=2, num_train=2, num_val=1, num_keyframes=40, fps=5, write_videos=False,
+              extra_groups=("event", "flash"), flashes_per_video=((1,), (1.0,)), flash_s=3)
+    info = syn.make_ava(tmp_path / "d", **kw)
+    for split in ("train", "val"):
+        rows = read_ava_csv(tmp_path / "d" / info["splits"][split]["ann_file"])
+        excluded = set(info["splits"][split]["excluded"])
+        for vid, (flash,) in info["splits"][split]["flash_seconds"].items():
+            lit = {r.timestamp for r in rows if r.video_id == vid and r.action_id == syn.LIT}
+            assert lit == {t for t in (flash - 1, flash, flash + 1) if t in info["keyframes"]}
+            for t in info["keyframes"]:
+                assert (f"{vid},{t:04d}" in excluded) == (2 <= abs(t - flash) <= 4) or \
+                    f"{vid},{t:04d}" in excluded and abs(t - flash) > 4      # the few random exclusions
+    with pytest.raises(ValueError, match="flash_s"):
+        syn.make_ava(tmp_path / "e", flash_s=2, **{k: v for k, v in kw.items() if k != "flash_s"})

@@ -108,6 +108,11 @@ _LEFT_ARM_BASE, _ARM_SWEEP = -2.3, 0.8  # left arm: waving and idle angles share
 _RIGHT_ARM_IDLE = (0.6, 1.5)            # right arm resting angles; carrying holds it at _RIGHT_ARM_CARRY
 _RIGHT_ARM_CARRY = 0.35
 _SHIFT = 4                              # cv2 sub-pixel drawing (coordinates * 16)
+# spinning speed (rad/s): the stripe is drawn on the visible half of the turn only, so a slower spin can hide it
+# for the whole ~0.8 s of a 4x4 clip and look exactly like standing still; at >= 5.5 rad/s the hidden half-turn
+# lasts < 0.6 s, so in every 4x4 clip of a spinner the stripe moves, appears or vanishes while a stander's stays
+# put (one frame still cannot tell the two apart)
+SPIN_OMEGA = (5.5, 7.5)
 
 
 @dataclass
@@ -185,7 +190,7 @@ def _simulate_actor(rng: np.random.Generator, person_id: int, n_frames: int, fps
             freq = float(rng.uniform(1.0, 1.6))
             y[f0:f1] = y_base - amp * np.abs(np.sin(math.pi * freq * (ts + 1.0 / fps)))
         elif m == SPIN:
-            omega = float(rng.choice([-1, 1]) * rng.uniform(3.5, 5.5))
+            omega = float(rng.choice([-1, 1]) * rng.uniform(SPIN_OMEGA[0], SPIN_OMEGA[1]))
             phase[f0:f1] = cur_phase + omega * (ts + 1.0 / fps)
             cur_phase = float(phase[f1 - 1])
         # attribute for this segment (independent of the motion)
@@ -324,11 +329,13 @@ def _flash_rule(track: Track, f: int, tracks: Sequence[Track], ctx: dict) -> lis
     return [LIT] if lit is not None and lit[f] else []
 
 
-def _schedule_flashes(rng: np.random.Generator, keyframe_frames: Sequence[int], n_frames: int,
-                      fps: int) -> tuple[np.ndarray, np.ndarray]:
-    """0-2 flashes centred on keyframes at least FLASH_MIN_GAP_S apart: (centre frames, per-frame lit mask)."""
-    choices, probs = FLASHES_PER_VIDEO
-    n = int(rng.choice(choices, p=probs))
+def _schedule_flashes(rng: np.random.Generator, keyframe_frames: Sequence[int], n_frames: int, fps: int,
+                      flashes_per_video: tuple[Sequence[int], Sequence[float]] = FLASHES_PER_VIDEO,
+                      flash_s: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Flashes of ``flash_s`` seconds (odd: they light that many keyframes) centred on keyframes at least
+    FLASH_MIN_GAP_S apart: (centre frames, per-frame lit mask)."""
+    choices, probs = flashes_per_video
+    n = int(rng.choice(np.asarray(choices), p=np.asarray(probs, dtype=float)))
     centres: list[int] = []
     for f in rng.permutation(np.asarray(keyframe_frames)):
         if len(centres) == n:
@@ -336,7 +343,7 @@ def _schedule_flashes(rng: np.random.Generator, keyframe_frames: Sequence[int], 
         if all(abs(int(f) - c) >= FLASH_MIN_GAP_S * fps for c in centres):
             centres.append(int(f))
     lit = np.zeros(n_frames, dtype=bool)
-    half = fps // 2
+    half = (flash_s * fps) // 2
     for c in centres:
         lit[max(0, c - half):c + half + 1] = True
     return np.array(sorted(centres), dtype=np.int64), lit
@@ -408,7 +415,8 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
              num_keyframes: int = 20, fps: int = 15, width: int = 160, height: int = 120,
              actors: tuple[int, int] = (2, 3), margin_s: int = 3, timestamp_start: int = TIMESTAMP_START,
              jpeg_quality: int = 95, gop: int = 8, write_videos: bool = True, num_excluded: tuple[int, int] = (2, 1),
-             p_miss: float = 0.03, n_false: float = 0.7, p_confident: float = 0.95, extra_groups: Sequence[str] = ()) -> dict:
+             p_miss: float = 0.03, n_false: float = 0.7, p_confident: float = 0.95, extra_groups: Sequence[str] = (),
+             flashes_per_video: tuple[Sequence[int], Sequence[float]] = FLASHES_PER_VIDEO, flash_s: int = 1) -> dict:
     """Write the synthetic AVA set into ``out_dir`` (replacing a previous one) and return ``dataset_info``.
 
     Keyframes of every video are the integer seconds ``timestamp_start + margin_s + i`` (``i < num_keyframes``);
@@ -416,8 +424,12 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
     clip (64 frames in the AVA configs) so that sampled indices stay >= 1. ``extra_groups`` adds the optional
     class groups of :data:`EXTRA_CLASSES` (``'relation'``, ``'event'``); they draw from their own random stream,
     so the basic labels of a seed do not change (flashes do change the pixels, and 'event' adds the keyframes
-    1-4 s from a flash to the excluded timestamps).
+    1-4 s from a flash to the excluded timestamps). ``flashes_per_video`` = (choices, probabilities) of the number
+    of flashes in a video ('event' / 'flash' groups) and ``flash_s`` (odd) the seconds each lasts: the keyframes
+    it lights are labelled 'lit by a flash', the others less than 5 s away are excluded.
     """
+    if flash_s < 1 or flash_s % 2 == 0 or flash_s // 2 >= EVENT_WINDOW_S[0]:
+        raise ValueError(f"flash_s must be odd and lit keyframes must stay out of the event window, got {flash_s}")
     unknown = [g for g in extra_groups if g not in EXTRA_CLASSES]
     if unknown:
         raise ValueError(f"unknown extra class groups {unknown}; expected some of {sorted(EXTRA_CLASSES)}")
@@ -476,7 +488,7 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
             flash_frames = None
             if "event" in groups or "flash" in groups:
                 flash_frames, lit = _schedule_flashes(ext_rng, [fps * (ts - timestamp_start) for ts in keyframes],
-                                                      n_frames, fps)
+                                                      n_frames, fps, flashes_per_video, flash_s)
                 for tr in tracks:
                     tr.extra["lit"] = lit
                 flash_seconds[video_id] = [timestamp_start + int(c) // fps for c in flash_frames]
@@ -509,7 +521,7 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
                                         f"{cid},{tr.person_id}")
                 key = f"{video_id},{ts:04d}"
                 all_keys.append((video_id, ts))
-                if "event" in groups and 1 <= (_keyframe_flash_distance(f, ctx) or 0) < EVENT_WINDOW_S[0]:
+                if "event" in groups and flash_s // 2 < (_keyframe_flash_distance(f, ctx) or 0) < EVENT_WINDOW_S[0]:
                     near_flash.append((video_id, ts))
                 det = _detections(rng, boxes, p_miss, n_false, p_confident)
                 if len(det):
