@@ -9,12 +9,26 @@ folders:
 * the test pipeline   SampleFrames(32,2,10,test_mode) -> decode -> Resize(-1,256) -> ThreeCrop(256)
   -> Normalize -> FormatShape -> Collect -> ToTensor  (one item = 10 clips x 3 crops = 30 views);
 
-through a ``torch.utils.data.DataLoader`` (batch 1) with 1 and 2 workers (one torch thread each).
-Prints a table; ``clips/s`` counts 32-frame clips (a test item holds 10 clips, each read once and
-cropped 3 times).
+through a ``torch.utils.data.DataLoader`` (batch 1, the engine's collate and default prefetching) with 1
+and 2 workers (one torch and one OpenCV thread per process, the main process included), timing what a
+training step receives: normalised float32 batches in the main process, in the steady state (see
+``loader_rate``).  Two placements of ``Normalize``:
+
+* ``uint8, normalised in main`` (the engine's default): workers send uint8 clips and the main process
+  applies the deferred ``Normalize`` (``engine.test.prepare_batch``; on an accelerator this runs there);
+* ``normalised in worker``: workers send float32 clips (``data.defer_normalize=False``).
+
+``overhead vs decode`` = per-clip time through the loader / per-clip bare decode time - 1 (the decode of
+the pipeline's own reader: pyav for mp4, cv2 for JPEG).  Every row is the best of ``--repeat`` rounds, and
+the rounds interleave the rows (decode passes and loader runs) so that all of them see the same load on a
+shared machine.  ``CPU ms/clip`` adds up the CPU time of the main process and its workers (load-independent
+as far as the work goes; on a busy machine the wall-clock figures also depend on what the other processes
+leave to ours).  Prints a table; ``clips/s`` counts 32-frame clips (a test item holds 10
+clips, each read once and cropped 3 times).
 
     python benchmarks/data_pipeline.py [--data-dir DIR] [--videos 6] [--frames 250] [--train-items 24]
-                                       [--test-items 3] [--workers 1 2] [--gops 12 250]
+                                       [--test-items 3] [--workers 1 2] [--gops 12 250] [--repeat 3]
+                                       [--pipelines train test]
 """
 from __future__ import annotations
 
@@ -24,14 +38,16 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
-from actionkit.data.collate import collate_recognition
 from actionkit.data.decode import FrameFolderReader, open_video
 from actionkit.data.kinetics import RawframeDataset, VideoDataset
-from actionkit.data.pipeline import Compose
+from actionkit.data.pipeline import Compose, DeferredNormalizeDataset
 from actionkit.data.synthetic_kinetics import render_clip, write_frame_folder, write_video
+from actionkit.engine.test import prepare_batch
+from actionkit.engine.train import auto_collate
 
 NORM = dict(type="Normalize", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
 TAIL = [dict(type="FormatShape", input_format="NCTHW"),
@@ -78,43 +94,65 @@ def make_data(root: Path, videos: int, frames: int, gops: list[int]) -> None:
 
 def _worker_init(_):
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
 
 
-def loader_rate(ds, workers: int, items: int) -> float:
-    """Items per second after the first item (worker start-up excluded)."""
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, shuffle=False, num_workers=workers,
-                                         collate_fn=collate_recognition, worker_init_fn=_worker_init,
-                                         prefetch_factor=1 if workers else None,
-                                         sampler=[i % len(ds) for i in range(items + 1)])
+def _process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process (Linux ``/proc``, clock-tick resolution)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def loader_rate(ds, workers: int, items: int, defer: bool) -> tuple[float, float]:
+    """(normalised batches per second in the main process, CPU seconds per batch of the main process and its
+    workers together) in the steady state: over ``items`` batches that follow as many batches as the loader
+    keeps in flight (its workers have a head start on those) and that are followed by as many more (so that
+    the workers are as busy at the end of the window as at its start)."""
+    cpu = torch.device("cpu")
+    in_flight = workers * 2 if workers else 1  # DataLoader's default prefetch_factor, as the engine uses it
+    loader = torch.utils.data.DataLoader(DeferredNormalizeDataset(ds) if defer else ds, batch_size=1,
+                                         shuffle=False, num_workers=workers, collate_fn=auto_collate,
+                                         worker_init_fn=_worker_init,
+                                         sampler=[i % len(ds) for i in range(2 * in_flight + items)])
     it = iter(loader)
-    next(it)
-    t = time.perf_counter()
-    n = 0
-    for batch in it:
-        n += 1
+    pids = [w.pid for w in getattr(it, "_workers", [])]  # torch's worker processes (a private attribute)
+
+    def cpu_seconds() -> float:
+        return time.process_time() + sum(_process_cpu_seconds(pid) for pid in pids)
+
+    for n, batch in enumerate(it, start=1):
+        batch = prepare_batch(batch, cpu)
+        assert batch["imgs"].dtype == torch.float32
         del batch
-    dt = time.perf_counter() - t
-    return n / dt
+        if n == in_flight:
+            t0, c0 = time.perf_counter(), cpu_seconds()
+        elif n == in_flight + items:
+            t1, c1 = time.perf_counter(), cpu_seconds()
+            break
+    del it  # shuts the workers down
+    return items / (t1 - t0), (c1 - c0) / items
 
 
-def bare_decode_rate(make_reader, paths: list[str], pipeline_cfg: list[dict], total_frames: int,
-                     items: int, start_index: int) -> tuple[float, float]:
-    """(items/s, frames/s) of reader.get_frames on the indices the sampler of the pipeline draws (best of 3)."""
+def decode_jobs(pipeline_cfg: list[dict], paths: list[str], total_frames: int, items: int,
+                start_index: int) -> list[tuple[str, np.ndarray]]:
+    """(path, 0-based frame indices) of ``items`` draws of the pipeline's sampler."""
     sampler = Compose([pipeline_cfg_sampler(pipeline_cfg)])
     jobs = []
     for i in range(items):
         res = sampler(dict(total_frames=total_frames, start_index=start_index, modality="RGB"))
-        jobs.append((paths[i % len(paths)], res["frame_inds"]))
-    best = float("inf")
-    nframes = sum(len(inds) for _, inds in jobs)
-    for _ in range(3):  # best of 3: the machine is shared
-        t = time.perf_counter()
-        for path, inds in jobs:
-            r = make_reader(path)
-            r.get_frames(inds - start_index)
-            r.close()
-        best = min(best, time.perf_counter() - t)
-    return items / best, nframes / best
+        jobs.append((paths[i % len(paths)], res["frame_inds"] - start_index))
+    return jobs
+
+
+def bare_decode_seconds(make_reader, jobs: list[tuple[str, np.ndarray]]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one pass of reader.get_frames over the jobs."""
+    c, t = time.process_time(), time.perf_counter()
+    for path, inds in jobs:
+        r = make_reader(path)
+        r.get_frames(inds)
+        r.close()
+    return time.perf_counter() - t, time.process_time() - c
 
 
 def pipeline_cfg_sampler(cfg: list[dict]) -> dict:
@@ -130,8 +168,12 @@ def main(argv=None) -> int:
     p.add_argument("--test-items", type=int, default=3)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--gops", type=int, nargs="+", default=[12, 250])
+    p.add_argument("--repeat", type=int, default=3, help="rounds (each row keeps its best)")
+    p.add_argument("--pipelines", nargs="+", choices=("train", "test"), default=["train", "test"])
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    load_start = os.getloadavg()[0]
     root = Path(args.data_dir)
     make_data(root, args.videos, args.frames, args.gops)
 
@@ -141,6 +183,8 @@ def main(argv=None) -> int:
     for name, kind, ann, prefix in sources:
         for mode, cfg_fn, items in (("train", train_pipeline, args.train_items),
                                     ("test", test_pipeline, args.test_items)):
+            if mode not in args.pipelines:
+                continue
             cfg = cfg_fn(kind)
             clips_per_item = 10 if mode == "test" else 1
             if kind == "video":
@@ -153,25 +197,52 @@ def main(argv=None) -> int:
                 paths = [os.path.join(prefix, f"v{i:03d}") for i in range(args.videos)]
                 readers = [("cv2", lambda pth: FrameFolderReader(pth, num_frames=args.frames))]
                 start = 1
-            for rname, mk in readers:
-                ips, fps = bare_decode_rate(mk, paths, cfg, args.frames, max(items, 4), start)
-                rows.append((name, mode, f"decode only ({rname})", "-", ips * clips_per_item, fps))
+            jobs = decode_jobs(cfg, paths, args.frames, max(items, 4), start)
             ds_cls = VideoDataset if kind == "video" else RawframeDataset
             ds = ds_cls(ann, cfg, data_prefix=prefix)
-            for w in args.workers:
-                ips = loader_rate(ds, w, items)
-                rows.append((name, mode, "full pipeline", str(w), ips * clips_per_item, float("nan")))
+            assert ds.pipeline.supports_deferred_normalize
+            loaders = [(w, defer) for w in args.workers for defer in (True, False)]
+            decode_s = {rname: [float("inf"), float("inf")] for rname, _ in readers}  # best wall, best CPU
+            loader_best = {key: [0.0, float("inf")] for key in loaders}  # best items/s, best CPU s/item
+            for _ in range(args.repeat):  # rounds interleave all rows, so that they see the same load
+                for rname, mk in readers:
+                    # two passes: the first one after a loader run pays the copy-on-write faults that forking
+                    # its workers left on this process's memory, which a bare decoder would not
+                    for _ in range(2):
+                        wall, cpu_s = bare_decode_seconds(mk, jobs)
+                        decode_s[rname] = [min(decode_s[rname][0], wall), min(decode_s[rname][1], cpu_s)]
+                for key in loaders:
+                    ips, cpu_s = loader_rate(ds, key[0], items, key[1])
+                    loader_best[key] = [max(loader_best[key][0], ips), min(loader_best[key][1], cpu_s)]
+            nframes = sum(len(inds) for _, inds in jobs)
+            for rname, _ in readers:
+                wall, cpu_s = decode_s[rname]
+                rows.append((name, mode, f"decode only ({rname})", "-", len(jobs) / wall * clips_per_item,
+                             nframes / wall, None, 1000 * cpu_s / len(jobs) / clips_per_item, None))
+            wall, cpu_s = decode_s[readers[0][0]]  # the pipeline's own reader
+            decode_cps, decode_cpu_ms = len(jobs) / wall * clips_per_item, 1000 * cpu_s / len(jobs) / clips_per_item
+            for (w, defer), (ips, cpu_s) in loader_best.items():
+                stage = "full pipeline, uint8, normalised in main" if defer else "full pipeline, normalised in worker"
+                cps, cpu_ms = ips * clips_per_item, 1000 * cpu_s / clips_per_item
+                rows.append((name, mode, stage, str(w), cps, float("nan"), decode_cps / cps - 1, cpu_ms,
+                             cpu_ms / decode_cpu_ms - 1))
             print(f"done {name} {mode}", file=sys.stderr)
 
     print(f"\ni3d_r50_32x2x1 data pipelines, 340x256 input, {args.videos} clips x {args.frames} frames, "
-          f"{os.cpu_count()} cores, torch threads 1 per process, load average {os.getloadavg()[0]:.1f}")
+          f"{os.cpu_count()} cores, torch and OpenCV threads 1 per process, load average {load_start:.2f} at the "
+          f"start, {os.getloadavg()[0]:.2f} at the end; best of {args.repeat} interleaved rounds")
     print("clips/s: 32-frame clips per second (a test item = 10 clips x 3 crops); frames/s: frames returned by "
-          "the reader (duplicates included)\n")
-    print(f"| input | pipeline | stage | workers | clips/s | frames/s |")
-    print(f"|---|---|---|---|---|---|")
-    for name, mode, stage, w, cps, fps in rows:
+          "the reader (duplicates included); overhead vs decode: per-clip time / bare decode time - 1; CPU ms/clip: "
+          "CPU time of the main process and the workers together (load-independent: the work done, whether "
+          "or not processes overlap), and its overhead vs the bare decode's CPU time\n")
+    print("| input | pipeline | stage | workers | clips/s | frames/s | overhead vs decode | CPU ms/clip "
+          "| CPU overhead |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, mode, stage, w, cps, fps, overhead, cpu_ms, cpu_overhead in rows:
         fps_s = "-" if fps != fps else f"{fps:,.0f}"
-        print(f"| {name} | {mode} | {stage} | {w} | {cps:.2f} | {fps_s} |")
+        over_s = "-" if overhead is None else f"{100 * overhead:.0f} %"
+        cpu_over_s = "-" if cpu_overhead is None else f"{100 * cpu_overhead:.0f} %"
+        print(f"| {name} | {mode} | {stage} | {w} | {cps:.2f} | {fps_s} | {over_s} | {cpu_ms:.1f} | {cpu_over_s} |")
     return 0
 
 

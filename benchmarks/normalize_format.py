@@ -1,6 +1,8 @@
-"""Normalize + FormatShape('NCTHW') one by one vs the fused step ``Compose`` uses (bit-identical output).
+"""Normalize + FormatShape('NCTHW') one by one vs the fused step ``Compose`` uses (bit-identical output), and
+the same step deferred: uint8 out of the pipeline, ``Normalize`` applied to the batch afterwards
+(``apply_deferred_normalize``, which the engine runs after moving the batch to the device).
 
-    python benchmarks/normalize_format.py [--frames 32] [--size 224] [--repeat 10]
+    python benchmarks/normalize_format.py [--frames 32] [--size 224] [--views 1] [--repeat 10]
 """
 from __future__ import annotations
 
@@ -8,10 +10,11 @@ import argparse
 import os
 import time
 
+import cv2
 import numpy as np
 import torch
 
-from actionkit.data.pipeline import Compose
+from actionkit.data.pipeline import Compose, apply_deferred_normalize, deferred_normalization
 
 NORM = dict(type="Normalize", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
 
@@ -24,6 +27,7 @@ def main() -> None:
     p.add_argument("--repeat", type=int, default=10)
     a = p.parse_args()
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)
     pipe = Compose([NORM, dict(type="FormatShape", input_format="NCTHW")])
     imgs = np.random.default_rng(0).integers(0, 256, (a.views * a.frames, a.size, a.size, 3), dtype=np.uint8)
 
@@ -39,9 +43,21 @@ def main() -> None:
     def fused():
         return pipe(item())["imgs"]
 
+    def deferred_pipeline():
+        with deferred_normalization():
+            return pipe(item())
+
+    out = deferred_pipeline()
+
+    def deferred_normalize():
+        return apply_deferred_normalize(out)["imgs"]
+
     assert np.array_equal(separate(), fused())
+    assert np.array_equal(separate(), deferred_normalize().numpy())
     rows = []
-    for name, fn in (("Normalize, then FormatShape", separate), ("fused (Compose)", fused)):
+    for name, fn in (("Normalize, then FormatShape", separate), ("fused (Compose)", fused),
+                     ("deferred: fused step, uint8 out (in the worker)", deferred_pipeline),
+                     ("deferred: Normalize of the uint8 clip (main process, CPU)", deferred_normalize)):
         fn()
         t0 = time.perf_counter()
         for _ in range(a.repeat):

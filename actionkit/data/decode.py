@@ -507,39 +507,73 @@ class FrameFolderReader:
     def path_of(self, file_index: int) -> str:
         return os.path.join(self.frame_dir, self.filename_tmpl.format(int(file_index)))
 
-    def read_file(self, file_index: int) -> np.ndarray:
+    def _read_bytes(self, file_index: int) -> bytes:
         path = self.path_of(file_index)
         try:
             with open(path, "rb") as f:
-                data = f.read()
+                return f.read()
         except FileNotFoundError:
             raise DecodeError(f"{path}: frame {file_index} not found in {self.frame_dir}",
                               path, int(file_index)) from None
         except OSError as e:
             raise DecodeError(f"{path}: cannot read frame {file_index} ({e})", path, int(file_index)) from e
+
+    def _not_decodable(self, file_index: int, cause: Exception | None = None) -> DecodeError:
+        path = self.path_of(file_index)
+        err = DecodeError(f"{path}: frame {file_index} is not a decodable image", path, int(file_index))
+        err.__cause__ = cause
+        return err
+
+    def read_file(self, file_index: int) -> np.ndarray:
+        data = self._read_bytes(file_index)
         try:
-            return decode_image(data, self.decoding_backend, path)
+            return decode_image(data, self.decoding_backend, self.path_of(file_index))
         except DecodeError as e:
-            raise DecodeError(f"{path}: frame {file_index} is not a decodable image", path,
-                              int(file_index)) from e
+            raise self._not_decodable(file_index, e) from e
+
+    def _read_bgr(self, file_index: int) -> np.ndarray:
+        import cv2
+
+        bgr = cv2.imdecode(np.frombuffer(self._read_bytes(file_index), np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise self._not_decodable(file_index)
+        return bgr
 
     def get_files(self, file_indices: Sequence[int] | np.ndarray) -> np.ndarray:
         inds = _as_index_array(file_indices)
         if not inds.size:
             return np.empty((0, 0, 0, 3), np.uint8)
         uniq, inverse = np.unique(inds, return_inverse=True)
-        first = self.read_file(int(uniq[0]))
-        out = np.empty((len(uniq),) + first.shape, np.uint8)
-        out[0] = first
-        for j, fi in enumerate(uniq[1:].tolist(), start=1):
-            img = self.read_file(fi)
-            if img.shape != first.shape:
-                raise DecodeError(f"{self.path_of(fi)}: frame {fi} has shape {img.shape[:2]}, expected "
-                                  f"{first.shape[:2]} like frame {int(uniq[0])}", self.path_of(fi), fi)
-            out[j] = img
+        out = self._decode_sorted(uniq.tolist())
         if len(uniq) == len(inds) and np.array_equal(uniq, inds):
             return out
         return out[inverse.reshape(-1)]
+
+    def _decode_sorted(self, file_indices: list[int]) -> np.ndarray:
+        """Decode the files into one ``[n, H, W, 3]`` RGB array.
+
+        With OpenCV each BGR frame is converted straight into its slot of the output (no RGB temporary,
+        no second copy), which is the same pixels as :func:`decode_image`.
+        """
+        import cv2
+
+        to_slot = self.decoding_backend in ("cv2", "turbojpeg")
+        out = None
+        for j, fi in enumerate(file_indices):
+            img = self._read_bgr(fi) if to_slot else self.read_file(fi)
+            if out is None:
+                out = np.empty((len(file_indices),) + img.shape[:2] + (3,), np.uint8)
+            elif img.shape[:2] != out.shape[1:3]:
+                raise DecodeError(f"{self.path_of(fi)}: frame {fi} has shape {img.shape[:2]}, expected "
+                                  f"{out.shape[1:3]} like frame {file_indices[0]}", self.path_of(fi), fi)
+            if to_slot:
+                rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[j])
+                if j == 0 and not np.shares_memory(rgb, out):
+                    to_slot = False  # this OpenCV build allocated instead: copy (and stop converting in place)
+                    out[j] = rgb
+            else:
+                out[j] = img
+        return out
 
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         return self.get_files(_as_index_array(indices) + self.start_index)

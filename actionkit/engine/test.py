@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..data.pipeline import apply_deferred_normalize
 from .distributed import collect_results, get_dist_info
 from .logging import progress
 
@@ -36,6 +37,12 @@ def to_device(data: Any, device: torch.device) -> Any:
     if isinstance(data, tuple):
         return tuple(to_device(v, device) for v in data)
     return data
+
+
+def prepare_batch(data: Any, device: torch.device) -> Any:
+    """What the model receives: the batch on ``device``, with a deferred ``Normalize`` (the engine's loaders
+    send uint8 clips, see ``actionkit.data.pipeline.deferred_normalization``) applied there."""
+    return apply_deferred_normalize(to_device(data, device))
 
 
 def batch_size_of(data: Any) -> int:
@@ -94,7 +101,7 @@ def _run(model: nn.Module, data_loader: Iterable, amp: bool, show_progress: bool
     total = len(data_loader) if hasattr(data_loader, "__len__") else None
     with torch.no_grad():
         for data in progress(data_loader, total=total, desc=desc, enabled=show_progress):
-            data = to_device(data, device)
+            data = prepare_batch(data, device)
             with autocast_context(amp, device):
                 result = net(return_loss=False, **data)
             results.extend(split_result(result, batch_size_of(data)))

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
 from ..config import to_plain
+from ..data.pipeline import DeferredNormalizeDataset
 from ..registry import DATASETS, ConfigError
 from .checkpoint import (copy_checkpoint, extract_state_dict, get_rng_state, load_checkpoint, load_state_dict,
                          safe_load, save_checkpoint, set_rng_state)
@@ -34,7 +35,7 @@ from .distributed import (DistributedTestSampler, EpochBatchSampler, SeededDatas
 from .logging import TrainLogger, get_logger
 from .optim import build_optimizer, clip_grads
 from .schedule import LrScheduler
-from .test import autocast_context, model_device, multi_gpu_test, single_gpu_test, to_device, unwrap_model
+from .test import autocast_context, model_device, multi_gpu_test, prepare_batch, single_gpu_test, unwrap_model
 
 # keys of cfg.evaluation consumed by the hook (the rest goes to dataset.evaluate)
 _EVAL_HOOK_KEYS = ("interval", "start", "save_best", "rule", "gpu_collect", "tmpdir", "by_epoch",
@@ -122,16 +123,23 @@ def dataset_collate(dataset: Any) -> Callable:
 
 
 class WorkerInit:
-    """Seeds each loader worker from ``(seed, rank, worker_id)`` (augmentation is seeded per sample anyway)."""
+    """Seeds each loader worker from ``(seed, rank, worker_id)`` (augmentation is seeded per sample anyway)
+    and sets OpenCV's thread count in it (``cfg.opencv_num_threads``, 0 = no OpenCV threads, as MMAction2's
+    ``setup_multi_processes``: workers run side by side, threads inside each only oversubscribe the cores)."""
 
-    def __init__(self, seed: int, rank: int, num_workers: int):
+    def __init__(self, seed: int, rank: int, num_workers: int, opencv_num_threads: int | None = 0):
         self.seed, self.rank, self.num_workers = int(seed), rank, num_workers
+        self.opencv_num_threads = opencv_num_threads
 
     def __call__(self, worker_id: int) -> None:
         s = (self.num_workers * self.rank + worker_id + self.seed) % 2 ** 32
         random.seed(s)
         np.random.seed(s)
         torch.manual_seed(s)
+        if self.opencv_num_threads is not None:
+            import cv2
+
+            cv2.setNumThreads(int(self.opencv_num_threads))
 
 
 def _loader_settings(cfg: Mapping, which: str) -> dict:
@@ -144,36 +152,52 @@ def _loader_settings(cfg: Mapping, which: str) -> dict:
         "drop_last": override.get("drop_last", False),
         "pin_memory": override.get("pin_memory", torch.cuda.is_available()),
         "persistent_workers": override.get("persistent_workers", data.get("persistent_workers", False)),
+        "defer_normalize": override.get("defer_normalize", data.get("defer_normalize", True)),
     }
 
 
-def build_train_loader(dataset: Any, cfg: Mapping, seed: int) -> tuple[DataLoader, EpochBatchSampler]:
+def loader_dataset(dataset: Any, seed: int, defer_normalize: bool) -> torch.utils.data.Dataset:
+    """What the engine's loaders index: per-sample seeding and, with ``defer_normalize``, pipelines that
+    hand over uint8 clips (normalised by :func:`~actionkit.engine.test.prepare_batch`, bit-identically)."""
+    seeded = SeededDataset(dataset, seed)
+    return DeferredNormalizeDataset(seeded) if defer_normalize else seeded
+
+
+def build_train_loader(dataset: Any, cfg: Mapping, seed: int,
+                       defer_normalize: bool | None = None) -> tuple[DataLoader, EpochBatchSampler]:
+    """``defer_normalize`` (default: ``cfg.data.train_dataloader.defer_normalize``, else
+    ``cfg.data.defer_normalize``, else True): see :func:`loader_dataset`."""
     s = _loader_settings(cfg, "train")
+    defer = bool(s["defer_normalize"] if defer_normalize is None else defer_normalize)
     rank, world = get_dist_info()
     bs = EpochBatchSampler(len(dataset), s["videos_per_gpu"], shuffle=True, seed=seed, rank=rank,
                            world_size=world, drop_last=s["drop_last"])
     workers = int(s["workers_per_gpu"])
     g = torch.Generator()
     g.manual_seed(seed)
-    loader = DataLoader(SeededDataset(dataset, seed), batch_sampler=bs, num_workers=workers,
+    init = WorkerInit(seed, rank, workers, cfg.get("opencv_num_threads", 0))
+    loader = DataLoader(loader_dataset(dataset, seed, defer), batch_sampler=bs, num_workers=workers,
                         collate_fn=dataset_collate(dataset), pin_memory=bool(s["pin_memory"]),
-                        worker_init_fn=WorkerInit(seed, rank, workers), generator=g,
+                        worker_init_fn=init, generator=g,
                         persistent_workers=bool(s["persistent_workers"]) and workers > 0)
     return loader, bs
 
 
 def build_test_loader(dataset: Any, cfg: Mapping, which: str = "test", distributed: bool | None = None,
-                      seed: int = 0) -> DataLoader:
-    """Loader in dataset order; a padded :class:`DistributedTestSampler` shard per rank when distributed."""
+                      seed: int = 0, defer_normalize: bool | None = None) -> DataLoader:
+    """Loader in dataset order; a padded :class:`DistributedTestSampler` shard per rank when distributed.
+    ``defer_normalize`` as in :func:`build_train_loader` (``cfg.data.{which}_dataloader``)."""
     s = _loader_settings(cfg, which)
+    defer = bool(s["defer_normalize"] if defer_normalize is None else defer_normalize)
     distributed = is_dist() if distributed is None else distributed
     sampler = DistributedTestSampler(len(dataset)) if distributed else None
     workers = int(s["workers_per_gpu"])
     g = torch.Generator()
     g.manual_seed(seed)
-    return DataLoader(SeededDataset(dataset, seed), batch_size=s["videos_per_gpu"], shuffle=False, sampler=sampler,
-                      num_workers=workers, collate_fn=dataset_collate(dataset), pin_memory=bool(s["pin_memory"]),
-                      generator=g, worker_init_fn=WorkerInit(seed, get_dist_info()[0], workers))
+    init = WorkerInit(seed, get_dist_info()[0], workers, cfg.get("opencv_num_threads", 0))
+    return DataLoader(loader_dataset(dataset, seed, defer), batch_size=s["videos_per_gpu"], shuffle=False,
+                      sampler=sampler, num_workers=workers, collate_fn=dataset_collate(dataset),
+                      pin_memory=bool(s["pin_memory"]), generator=g, worker_init_fn=init)
 
 
 def evaluate_dataset(dataset: Any, results: list, eval_cfg: Mapping, logger: logging.Logger | None = None) -> dict:
@@ -228,7 +252,7 @@ def precise_bn(model: nn.Module, loader: Any, num_iters: int, amp: bool = False,
             if n >= num_iters:
                 break
             with autocast_context(amp, device):
-                net(return_loss=False, **to_device(data, device))
+                net(return_loss=False, **prepare_batch(data, device))
             for i, m in enumerate(bns):
                 sums_mean[i] += m.running_mean
                 sums_var[i] += m.running_var
@@ -412,7 +436,7 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
         for data in loader:
             data_time = time.time() - t_data
             lr = scheduler.step(epoch, global_iter, iters_per_epoch, max_epochs)[0]
-            data = to_device(data, device)
+            data = prepare_batch(data, device)
             with autocast_context(use_amp, device):
                 outputs = model(**data, return_loss=True)
             loss, log_vars = parse_losses(outputs)
@@ -456,7 +480,8 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
             pbn_sampler = EpochBatchSampler(len(dataset), batch_sampler.batch_size, True, seed + 7919, rank, world,
                                             batch_sampler.drop_last)
             pbn_sampler.set_epoch(epoch)
-            pbn_loader = DataLoader(SeededDataset(dataset, seed + 7919), batch_sampler=pbn_sampler,
+            defer = isinstance(loader.dataset, DeferredNormalizeDataset)
+            pbn_loader = DataLoader(loader_dataset(dataset, seed + 7919, defer), batch_sampler=pbn_sampler,
                                     num_workers=loader.num_workers, collate_fn=loader.collate_fn,
                                     worker_init_fn=loader.worker_init_fn, generator=torch.Generator())
             precise_bn(model, pbn_loader, int(pbn_cfg.get("num_iters", 200)), use_amp, logger)
