@@ -1,6 +1,6 @@
 # A small SlowOnly detector for the synthetic AVA-format data of `actionkit demo` (actionkit/demo.py writes it
-# with make_ava(num_train=64, num_val=6, num_keyframes=10, margin_s=1): many short videos, so the model sees many
-# different actors and cannot memorise them instead of learning their motion).
+# with make_ava(num_train=64, num_val=6, num_keyframes=10, margin_s=1, actors=(3, 4)): many short videos, so the
+# model sees many different actors and cannot memorise them instead of learning their motion).
 # Same structure as slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb (FastRCNN-style, RoIAlign 8x8,
 # BBoxHeadAVA with multi-label BCE on positives), shrunk so it trains on a 2-core CPU in minutes:
 #  * ResNet3dSlowOnly depth 18 (BasicBlock), 8 base channels (64 output channels);
@@ -143,10 +143,11 @@ lr_config = dict(
     warmup_by_epoch=True,
     warmup_iters=1,
     warmup_ratio=0.1)
-total_epochs = 10
-checkpoint_config = dict(interval=5)
+# 20 epochs (1600 iterations): measured val mAP 0.77 after 16 epochs, 0.78-0.80 after 20 (mAP still rising)
+total_epochs = 20
+checkpoint_config = dict(interval=10)
 workflow = [('train', 1)]
-evaluation = dict(interval=5, save_best='mAP@0.5IOU')
+evaluation = dict(interval=10, save_best='mAP@0.5IOU')
 log_config = dict(interval=20, hooks=[dict(type='TextLoggerHook')])
 dist_params = dict(backend='gloo')
 log_level = 'INFO'
