@@ -280,7 +280,7 @@ def test_demo_detector_beats_keyframe_only(tmp_path):
     trained and tested on the keyframe alone (clip_len=1).
 
     Measured (seed 0, 1 thread on 2 cores, through ``actionkit demo``): 4 frames mAP 0.845 (motion classes 0.83;
-    training ~10 min); keyframe only mAP 0.327 (motion classes 0.23, carry 0.91 as with 4 frames; ~4 min).
+    training ~10 min); keyframe only mAP 0.353 (motion classes 0.26, carry 0.90 as with 4 frames; ~4 min).
     Thresholds leave a margin on both sides.
     """
     from actionkit.demo import DEMO_DATA, demo_config
