@@ -96,7 +96,10 @@ def proposal_recall(ann_file: str | os.PathLike, proposal_file: str | os.PathLik
     The detector only classifies the given proposals, so a person no proposal covers can never be detected: this
     recall bounds the attainable frame AP of every class.
     """
+    import torch
+
     from .data.ava import load_proposals, read_ava_csv, read_exclusions
+    from .models.roi import bbox_overlaps
 
     excluded = read_exclusions(exclude_file)
     people = {(r.video_id, r.timestamp, r.box) for r in read_ava_csv(ann_file)
@@ -106,13 +109,8 @@ def proposal_recall(ann_file: str | os.PathLike, proposal_file: str | os.PathLik
     for vid, ts, box in people:
         p = proposals.get(f"{vid},{ts:04d}", np.zeros((0, 5)))
         p = p[p[:, 4] >= score_thr]
-        if not len(p):
-            continue
-        iw = np.clip(np.minimum(p[:, 2], box[2]) - np.maximum(p[:, 0], box[0]), 0, None)
-        ih = np.clip(np.minimum(p[:, 3], box[3]) - np.maximum(p[:, 1], box[1]), 0, None)
-        inter = iw * ih
-        union = (p[:, 2] - p[:, 0]) * (p[:, 3] - p[:, 1]) + (box[2] - box[0]) * (box[3] - box[1]) - inter
-        found += bool(np.any(inter / union >= iou_thr))
+        iou = bbox_overlaps(torch.from_numpy(p[:, :4]), torch.tensor([box], dtype=torch.float64))
+        found += bool((iou >= iou_thr).any())
     return found / max(1, len(people))
 
 
