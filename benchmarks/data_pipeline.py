@@ -28,7 +28,7 @@ clips, each read once and cropped 3 times).
 
     python benchmarks/data_pipeline.py [--data-dir DIR] [--videos 6] [--frames 250] [--train-items 24]
                                        [--test-items 3] [--workers 1 2] [--gops 12 250] [--repeat 3]
-                                       [--pipelines train test]
+                                       [--pipelines train test] [--inputs mp4 jpeg]
 """
 from __future__ import annotations
 
@@ -170,6 +170,7 @@ def main(argv=None) -> int:
     p.add_argument("--gops", type=int, nargs="+", default=[12, 250])
     p.add_argument("--repeat", type=int, default=3, help="rounds (each row keeps its best)")
     p.add_argument("--pipelines", nargs="+", choices=("train", "test"), default=["train", "test"])
+    p.add_argument("--inputs", nargs="+", choices=("mp4", "jpeg"), default=["mp4", "jpeg"])
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
@@ -177,8 +178,10 @@ def main(argv=None) -> int:
     root = Path(args.data_dir)
     make_data(root, args.videos, args.frames, args.gops)
 
-    sources = [(f"mp4 gop{g}", "video", str(root / f"gop{g}_list.txt"), str(root / f"gop{g}")) for g in args.gops]
-    sources.append(("jpeg", "rawframes", str(root / "rawframes_list.txt"), str(root / "rawframes")))
+    sources = [(f"mp4 gop{g}", "video", str(root / f"gop{g}_list.txt"), str(root / f"gop{g}")) for g in args.gops
+               if "mp4" in args.inputs]
+    if "jpeg" in args.inputs:
+        sources.append(("jpeg", "rawframes", str(root / "rawframes_list.txt"), str(root / "rawframes")))
     rows = []
     for name, kind, ann, prefix in sources:
         for mode, cfg_fn, items in (("train", train_pipeline, args.train_items),

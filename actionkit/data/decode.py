@@ -3,7 +3,10 @@
 Readers (``open_video``, :class:`PyAVReader`, :class:`OpenCVReader`, :class:`FrameFolderReader`) expose
 ``num_frames``, ``fps`` and ``get_frames(indices) -> uint8 ndarray [M, H, W, 3]`` (RGB), where ``indices``
 are 0-based frame numbers in display order; unsorted and duplicate indices are allowed and the output
-follows the order of ``indices``.
+follows the order of ``indices``.  ``iter_frames(indices)`` is the same decoding one frame at a time: each
+distinct index once, in ascending order, as ``(positions, frame, is_bgr)`` (a :data:`DecodedFrame`), with the
+frame in the decoder's own channel order (OpenCV's BGR is not converted), so that a consumer can transform a
+frame while it is still in cache (``pipeline.FramewiseClip``); ``get_frames`` is built on it.
 
 :class:`PyAVReader` is frame-accurate: it builds an index of the video packets (display order = sorted
 presentation timestamps, keyframe flags), seeks only when the keyframe at or before the next wanted frame
@@ -22,7 +25,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -53,6 +56,41 @@ class DecodeError(RuntimeError):
 
 def is_video_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(VIDEO_EXTENSIONS)
+
+
+DecodedFrame = tuple  # (positions: list[int], frame: uint8 [H, W, 3], is_bgr: bool)
+
+
+def _unique_positions(inds: np.ndarray) -> tuple[list[int], list[list[int]]]:
+    """Distinct indices in ascending order, and for each the positions in ``inds`` where it occurs."""
+    uniq, inverse = np.unique(inds, return_inverse=True)
+    positions: list[list[int]] = [[] for _ in range(len(uniq))]
+    for j, u in enumerate(inverse.reshape(-1).tolist()):
+        positions[u].append(j)
+    return uniq.tolist(), positions
+
+
+def assemble_rgb(frames: Iterable[DecodedFrame], n: int) -> np.ndarray | None:
+    """Gather ``(positions, frame, is_bgr)`` into one RGB ``[n, H, W, 3]`` clip (None when there are none).
+
+    A BGR frame is converted straight into its first slot (no RGB temporary); repeated positions copy it.
+    """
+    import cv2
+
+    out = None
+    for positions, img, is_bgr in frames:
+        if out is None:
+            out = np.empty((n,) + img.shape[:2] + (3,), np.uint8)
+        first = out[positions[0]]
+        if is_bgr:
+            rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=first)
+            if not np.shares_memory(rgb, first):  # this OpenCV build allocated instead of using dst
+                first[...] = rgb
+        else:
+            first[...] = img
+        for j in positions[1:]:
+            out[j] = first
+    return out
 
 
 def _as_index_array(indices: Iterable[int] | np.ndarray) -> np.ndarray:
@@ -245,29 +283,33 @@ class PyAVReader:
         except Exception:
             pass
 
-    def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        inds = _as_index_array(indices)
+    def _check_range(self, inds: np.ndarray) -> None:
         n = self.num_frames
         if inds.size and (inds.min() < 0 or inds.max() >= n):
             bad = int(inds[(inds < 0) | (inds >= n)][0])
             raise DecodeError(f"{self.path}: frame {bad} out of range (the video has {n} frames)",
                               self.path, bad)
-        h, w = self.frame_shape
-        out = np.empty((len(inds), h, w, 3), np.uint8)
+
+    def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
+        inds = _as_index_array(indices)
+        self._check_range(inds)
         if not inds.size:
-            return out
-        uniq, inverse = np.unique(inds, return_inverse=True)
-        positions: list[list[int]] = [[] for _ in range(len(uniq))]
-        for j, u in enumerate(inverse.tolist()):
-            positions[u].append(j)
-        for u, target in enumerate(uniq.tolist()):
+            h, w = self.frame_shape
+            return np.empty((0, h, w, 3), np.uint8)
+        return assemble_rgb(self.iter_frames(inds), len(inds))
+
+    def iter_frames(self, indices: Sequence[int] | np.ndarray) -> Iterator[DecodedFrame]:
+        """Each distinct frame once, ascending (one forward pass where possible), as RGB."""
+        inds = _as_index_array(indices)
+        self._check_range(inds)
+        h, w = self.frame_shape
+        uniq, positions = _unique_positions(inds)
+        for target, pos in zip(uniq, positions):
             arr = self._decode_one(target)
             if arr.shape != (h, w, 3):
                 raise DecodeError(f"{self.path}: frame {target} has shape {arr.shape[:2]}, "
                                   f"expected {(h, w)} (resolution changes mid-stream)", self.path, target)
-            for j in positions[u]:
-                out[j] = arr
-        return out
+            yield pos, arr, False
 
     # ---- decoding -----------------------------------------------------------------------------
     def _seek_to_keyframe(self, k: int) -> None:
@@ -385,17 +427,20 @@ class OpenCVReader:
         self.close()
 
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
-        import cv2
+        inds = _as_index_array(indices)
+        out = assemble_rgb(self.iter_frames(inds), len(inds))
+        return np.empty((0, 0, 0, 3), np.uint8) if out is None else out
 
+    def iter_frames(self, indices: Sequence[int] | np.ndarray) -> Iterator[DecodedFrame]:
+        """Each distinct frame once, ascending, as BGR (OpenCV's order)."""
         inds = _as_index_array(indices)
         n = self._num_frames
         if inds.size and (inds.min() < 0 or inds.max() >= n):
             bad = int(inds[(inds < 0) | (inds >= n)][0])
             raise DecodeError(f"{self.path}: frame {bad} out of range (the video has {n} frames)",
                               self.path, bad)
-        uniq, inverse = np.unique(inds, return_inverse=True)
-        frames: list[np.ndarray] = []
-        for target in uniq.tolist():
+        uniq, positions = _unique_positions(inds)
+        for target, pos in zip(uniq, positions):
             if target < self._pos:
                 self._cap.release()
                 self._cap = self._open()
@@ -409,10 +454,7 @@ class OpenCVReader:
             if not ok or bgr is None:
                 raise DecodeError(f"{self.path}: frame {target} could not be decoded", self.path, target)
             self._pos += 1
-            frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        if not frames:
-            return np.empty((0, 0, 0, 3), np.uint8)
-        return np.stack(frames)[inverse.reshape(-1)]
+            yield pos, bgr, True
 
 
 def open_video(path: str | os.PathLike, backend: str = "pyav", num_threads: int = 1,
@@ -541,42 +583,32 @@ class FrameFolderReader:
 
     def get_files(self, file_indices: Sequence[int] | np.ndarray) -> np.ndarray:
         inds = _as_index_array(file_indices)
-        if not inds.size:
-            return np.empty((0, 0, 0, 3), np.uint8)
-        uniq, inverse = np.unique(inds, return_inverse=True)
-        out = self._decode_sorted(uniq.tolist())
-        if len(uniq) == len(inds) and np.array_equal(uniq, inds):
-            return out
-        return out[inverse.reshape(-1)]
+        out = assemble_rgb(self.iter_files(inds), len(inds))
+        return np.empty((0, 0, 0, 3), np.uint8) if out is None else out
 
-    def _decode_sorted(self, file_indices: list[int]) -> np.ndarray:
-        """Decode the files into one ``[n, H, W, 3]`` RGB array.
+    def iter_files(self, file_indices: Sequence[int] | np.ndarray) -> Iterator[DecodedFrame]:
+        """Each distinct file once, ascending; BGR with OpenCV (``cv2`` / ``turbojpeg``), RGB with pillow.
 
-        With OpenCV each BGR frame is converted straight into its slot of the output (no RGB temporary,
-        no second copy), which is the same pixels as :func:`decode_image`.
+        Every frame must have the first one's size.
         """
-        import cv2
-
-        to_slot = self.decoding_backend in ("cv2", "turbojpeg")
-        out = None
-        for j, fi in enumerate(file_indices):
-            img = self._read_bgr(fi) if to_slot else self.read_file(fi)
-            if out is None:
-                out = np.empty((len(file_indices),) + img.shape[:2] + (3,), np.uint8)
-            elif img.shape[:2] != out.shape[1:3]:
+        inds = _as_index_array(file_indices)
+        uniq, positions = _unique_positions(inds)
+        bgr = self.decoding_backend in ("cv2", "turbojpeg")
+        shape = None
+        for fi, pos in zip(uniq, positions):
+            img = self._read_bgr(fi) if bgr else self.read_file(fi)
+            if shape is None:
+                shape = img.shape[:2]
+            elif img.shape[:2] != shape:
                 raise DecodeError(f"{self.path_of(fi)}: frame {fi} has shape {img.shape[:2]}, expected "
-                                  f"{out.shape[1:3]} like frame {file_indices[0]}", self.path_of(fi), fi)
-            if to_slot:
-                rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB, dst=out[j])
-                if j == 0 and not np.shares_memory(rgb, out):
-                    to_slot = False  # this OpenCV build allocated instead: copy (and stop converting in place)
-                    out[j] = rgb
-            else:
-                out[j] = img
-        return out
+                                  f"{shape} like frame {uniq[0]}", self.path_of(fi), fi)
+            yield pos, img, bgr
 
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         return self.get_files(_as_index_array(indices) + self.start_index)
+
+    def iter_frames(self, indices: Sequence[int] | np.ndarray) -> Iterator[DecodedFrame]:
+        return self.iter_files(_as_index_array(indices) + self.start_index)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -606,6 +638,13 @@ def _scale_boxes(results: dict, h: int, w: int) -> None:
         results[key] = (boxes * scale).astype(np.float32)
 
 
+def record_decoded_shape(results: dict, h: int, w: int) -> None:
+    """What a decode op records once it knows the frame size: the shapes, and normalised boxes in pixels."""
+    results["original_shape"] = (h, w)
+    results["img_shape"] = (h, w)
+    _scale_boxes(results, h, w)
+
+
 @PIPELINES.register()
 class RawFrameDecode:
     """Read the frames ``results['frame_inds']`` of ``results['frame_dir']``.
@@ -633,7 +672,8 @@ class RawFrameDecode:
         self.video_backend = video_backend
         self.kwargs = kwargs
 
-    def __call__(self, results: dict) -> dict:
+    def _open(self, results: dict) -> tuple[Any, np.ndarray]:
+        """The reader of ``frame_dir`` and the 0-based indices to read from it."""
         modality = results.get("modality", "RGB")
         if modality != "RGB":
             raise ConfigError(f"RawFrameDecode supports modality 'RGB' only, got '{modality}'", "modality")
@@ -644,22 +684,28 @@ class RawFrameDecode:
                 bad = int(inds.min())
                 raise DecodeError(f"{frame_dir}: frame number {bad} does not exist (file numbers of a video "
                                   "read as frames start at 1)", frame_dir, bad)
-            reader = open_video(frame_dir, self.video_backend)
-            try:
-                imgs = reader.get_frames(inds - 1)
-            finally:
-                reader.close()
-        else:
-            reader = FrameFolderReader(frame_dir, results.get("filename_tmpl", "img_{:05}.jpg"),
-                                       start_index=0, num_frames=results.get("total_frames"),
-                                       decoding_backend=self.decoding_backend)
-            imgs = reader.get_files(inds)
+            return open_video(frame_dir, self.video_backend), inds - 1
+        reader = FrameFolderReader(frame_dir, results.get("filename_tmpl", "img_{:05}.jpg"), start_index=0,
+                                   num_frames=results.get("total_frames"), decoding_backend=self.decoding_backend)
+        return reader, inds
+
+    def __call__(self, results: dict) -> dict:
+        reader, inds = self._open(results)
+        try:
+            imgs = reader.get_frames(inds)
+        finally:
+            reader.close()
         results["imgs"] = imgs
-        h, w = imgs.shape[1:3]
-        results["original_shape"] = (h, w)
-        results["img_shape"] = (h, w)
-        _scale_boxes(results, h, w)
+        record_decoded_shape(results, *imgs.shape[1:3])
         return results
+
+    def decode_stream(self, results: dict) -> Iterator[DecodedFrame]:
+        """What ``__call__`` decodes, one frame at a time (see ``iter_frames``); sets no keys."""
+        reader, inds = self._open(results)
+        try:
+            yield from reader.iter_frames(inds)
+        finally:
+            reader.close()
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(io_backend='{self.io_backend}', "
@@ -696,24 +742,37 @@ class _VideoDecodeBase:
         self.mode = mode  # both are frame-accurate here
         self.kwargs = kwargs
 
-    def __call__(self, results: dict) -> dict:
+    def _reader(self, results: dict):
         reader = results.get("video_reader")
         if reader is None:
             raise KeyError(f"{type(self).__name__}: results has no 'video_reader' (put the matching "
                            "*Init op before the sampler)")
+        return reader
+
+    @staticmethod
+    def _release(results: dict, reader) -> None:
+        reader.close()
+        results["video_reader"] = None
+        del results["video_reader"]
+
+    def __call__(self, results: dict) -> dict:
+        reader = self._reader(results)
         inds = _frame_inds(results)
         try:
             imgs = reader.get_frames(inds)
         finally:
-            reader.close()
-            results["video_reader"] = None
-            del results["video_reader"]
+            self._release(results, reader)
         results["imgs"] = imgs
-        h, w = imgs.shape[1:3]
-        results["original_shape"] = (h, w)
-        results["img_shape"] = (h, w)
-        _scale_boxes(results, h, w)
+        record_decoded_shape(results, *imgs.shape[1:3])
         return results
+
+    def decode_stream(self, results: dict) -> Iterator[DecodedFrame]:
+        """What ``__call__`` decodes, one frame at a time (see ``iter_frames``); closes the reader at the end."""
+        reader = self._reader(results)
+        try:
+            yield from reader.iter_frames(_frame_inds(results))
+        finally:
+            self._release(results, reader)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mode='{self.mode}')"

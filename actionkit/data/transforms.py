@@ -12,6 +12,13 @@ resize multiplies by ``[sx, sy, sx, sy]``; crops shift by the offset and clip to
 that fall outside become degenerate and are kept); horizontal flip maps ``x1' = W - x2``, ``x2' = W - x1``.
 Multi-view crops (``ThreeCrop``/``TenCrop``) and lazy mode do not take boxes (as in MMAction2) and raise.
 
+Each geometric transform (``Resize``, ``RandomRescale``, the crops, ``Flip``) works in two halves:
+``plan(results)`` draws its random numbers and updates every key but the pixels, and returns the pixel work
+as a :class:`FrameOp` (the same for every frame; None when there is none); ``__call__`` is ``plan`` followed by
+``FrameOp.apply_clip``.  ``pipeline.FramewiseClip`` runs the same plans and applies the ops frame by frame
+instead (``FrameOp.apply_views``) while each decoded frame is still in cache: the same calls on the same
+pixels, so the same output.
+
 Lazy mode (``lazy=True`` on Resize / RandomCrop / RandomResizedCrop / MultiScaleCrop / CenterCrop / Flip,
 then ``Fuse``): crops accumulate as a float box in original-image coordinates in ``results['lazy']``;
 ``Fuse`` crops once at the rounded box, resizes once (bilinear unless a lazy Resize set another
@@ -36,7 +43,8 @@ from actionkit.registry import PIPELINES
 # them whenever the pipeline registry loads its plugin modules.
 from actionkit.data import pipeline as _pipeline  # noqa: F401
 
-__all__ = ["Resize", "RandomRescale", "RandomCrop", "RandomResizedCrop", "MultiScaleCrop",
+__all__ = ["FrameOp", "CropFrames", "ResizeFrames", "FlipFrames", "MultiCropFrames",
+           "Resize", "RandomRescale", "RandomCrop", "RandomResizedCrop", "MultiScaleCrop",
            "CenterCrop", "ThreeCrop", "TenCrop", "Flip", "Normalize", "Fuse", "rescale_size",
            "imresize_clip"]
 
@@ -185,6 +193,113 @@ def _update_crop_quadruple(results: dict, left: int, top: int, new_w: int, new_h
 
 
 # ----------------------------------------------------------------------------------------------
+# The pixel work of a planned transform
+# ----------------------------------------------------------------------------------------------
+class FrameOp:
+    """The pixel work of one transform call: the same on every frame of the clip.
+
+    ``apply_clip(imgs)`` works on a whole ``[M, H, W, C]`` clip (what ``__call__`` does); ``apply_views(frames)``
+    on the views ``[H, W, C]`` of one frame, returning its new views (one per view, or more for multi-view
+    crops).  Both make the same calls per frame.
+    """
+
+    def apply_clip(self, imgs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        raise NotImplementedError
+
+
+class CropFrames(FrameOp):
+    """A ``width`` x ``height`` window at ``(left, top)``: a view, no copy."""
+
+    def __init__(self, left: int, top: int, width: int, height: int):
+        self.left, self.top, self.width, self.height = left, top, width, height
+
+    def apply_clip(self, imgs: np.ndarray) -> np.ndarray:
+        return imgs[:, self.top:self.top + self.height, self.left:self.left + self.width]
+
+    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        return [f[self.top:self.top + self.height, self.left:self.left + self.width] for f in frames]
+
+
+class ResizeFrames(FrameOp):
+    """``cv2.resize`` of every frame to ``size = (w, h)`` (none when the size is unchanged)."""
+
+    def __init__(self, size: tuple[int, int], interpolation: str):
+        self.size, self.interpolation = size, interpolation
+
+    def apply_clip(self, imgs: np.ndarray) -> np.ndarray:
+        return imresize_clip(imgs, self.size, self.interpolation)
+
+    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        w, h = self.size
+        return [f if f.shape[:2] == (h, w) else cv2.resize(f, self.size, interpolation=_INTERP[self.interpolation])
+                for f in frames]
+
+
+class FlipFrames(FrameOp):
+    """A reversed view along x (``horizontal``) or y; Flow clips also get their x-flow frames inverted."""
+
+    def __init__(self, direction: str, invert_x_flow: bool = False):
+        self.direction, self.invert_x_flow = direction, invert_x_flow
+
+    def apply_clip(self, imgs: np.ndarray) -> np.ndarray:
+        imgs = imgs[:, :, ::-1] if self.direction == "horizontal" else imgs[:, ::-1]
+        if self.invert_x_flow:
+            imgs = imgs.copy()
+            imgs[0::2] = 255 - imgs[0::2]
+        return imgs
+
+    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        if self.invert_x_flow:  # depends on the frame's position in the clip, not on the frame alone
+            raise ValueError("a Flow flip cannot be applied frame by frame")
+        return [f[:, ::-1] if self.direction == "horizontal" else f[::-1] for f in frames]
+
+
+class MultiCropFrames(FrameOp):
+    """Several ``crop_w`` x ``crop_h`` windows (each followed by its horizontal flip when ``with_flip``).
+
+    The clip comes out crop-major (all frames of view 0, then view 1, ...), materialised; per frame, views
+    are listed the same way (view-major over the incoming views).
+    """
+
+    def __init__(self, offsets: Sequence[tuple[int, int]], crop_w: int, crop_h: int, with_flip: bool):
+        self.offsets, self.crop_w, self.crop_h, self.with_flip = list(offsets), crop_w, crop_h, with_flip
+
+    def _windows(self, frame: np.ndarray) -> list[np.ndarray]:
+        out = []
+        for x, y in self.offsets:
+            crop = frame[..., y:y + self.crop_h, x:x + self.crop_w, :]
+            out.append(crop)
+            if self.with_flip:
+                out.append(crop[..., ::-1, :])
+        return out
+
+    @property
+    def num_views(self) -> int:
+        return len(self.offsets) * (2 if self.with_flip else 1)
+
+    def apply_clip(self, imgs: np.ndarray) -> np.ndarray:
+        m = imgs.shape[0]
+        out = np.empty((self.num_views * m, self.crop_h, self.crop_w) + imgs.shape[3:], dtype=imgs.dtype)
+        for k, view in enumerate(self._windows(imgs)):
+            out[k * m:(k + 1) * m] = view
+        return out
+
+    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
+        per_frame = [self._windows(f) for f in frames]
+        return [views[k] for k in range(self.num_views) for views in per_frame]
+
+
+def _apply_plan(results: dict, op: FrameOp | None) -> dict:
+    """``__call__`` of a planned transform: the pixel work on the whole clip, if there are pixels."""
+    if op is not None and "imgs" in results:
+        results["imgs"] = op.apply_clip(_get_clip(results))
+    return results
+
+
+# ----------------------------------------------------------------------------------------------
 # Resize family
 # ----------------------------------------------------------------------------------------------
 @PIPELINES.register()
@@ -225,6 +340,9 @@ class Resize:
         self.lazy = bool(lazy)
 
     def __call__(self, results: dict) -> dict:
+        return _apply_plan(results, self.plan(results))
+
+    def plan(self, results: dict) -> FrameOp | None:
         _init_lazy_if_proper(results, self.lazy)
         if "scale_factor" not in results:
             results["scale_factor"] = np.array([1, 1], dtype=np.float32)
@@ -237,9 +355,9 @@ class Resize:
         results["img_shape"] = (new_h, new_w)
         results["keep_ratio"] = self.keep_ratio
         results["scale_factor"] = results["scale_factor"] * scale_factor
+        op = None
         if not self.lazy:
-            if "imgs" in results:
-                results["imgs"] = imresize_clip(_get_clip(results), (new_w, new_h), self.interpolation)
+            op = ResizeFrames((new_w, new_h), self.interpolation)
         else:
             lazyop = results["lazy"]
             if lazyop["flip"]:
@@ -250,7 +368,7 @@ class Resize:
                 raise ValueError("Resize: lazy mode does not support gt_bboxes/proposals")
             factor = np.concatenate([scale_factor, scale_factor])
             _map_boxes(results, lambda b: (b * factor).astype(np.result_type(b.dtype, np.float32)))
-        return results
+        return op
 
     def __repr__(self) -> str:
         return (f"Resize(scale={self.scale}, keep_ratio={self.keep_ratio}, "
@@ -269,10 +387,13 @@ class RandomRescale:
         self.interpolation = interpolation
 
     def __call__(self, results: dict) -> dict:
+        return _apply_plan(results, self.plan(results))
+
+    def plan(self, results: dict) -> FrameOp | None:
         short_edge = int(np.random.randint(self.scale_range[0], self.scale_range[1] + 1))
-        results = Resize((-1, short_edge), keep_ratio=True, interpolation=self.interpolation)(results)
+        op = Resize((-1, short_edge), keep_ratio=True, interpolation=self.interpolation).plan(results)
         results["short_edge"] = short_edge
-        return results
+        return op
 
     def __repr__(self) -> str:
         return f"RandomRescale(scale_range={self.scale_range}, interpolation={self.interpolation!r})"
@@ -293,8 +414,11 @@ class RandomCrop:
         self.size = int(size)
         self.lazy = bool(lazy)
 
-    def _crop(self, results: dict, left: int, top: int, new_w: int, new_h: int) -> dict:
-        """Shared crop bookkeeping: crop_bbox, img_shape, crop_quadruple, pixels or lazy box, boxes."""
+    def __call__(self, results: dict) -> dict:
+        return _apply_plan(results, self.plan(results))
+
+    def _crop(self, results: dict, left: int, top: int, new_w: int, new_h: int) -> FrameOp | None:
+        """Shared crop bookkeeping: crop_bbox, img_shape, crop_quadruple, lazy box, boxes; the pixel op."""
         img_h, img_w = results["img_shape"]
         left, top, new_w, new_h = int(left), int(top), int(new_w), int(new_h)
         if left < 0 or top < 0 or left + new_w > img_w or top + new_h > img_h:
@@ -304,9 +428,9 @@ class RandomCrop:
         crop_bbox = np.array([left, top, left + new_w, top + new_h])
         results["crop_bbox"] = crop_bbox
         results["img_shape"] = (new_h, new_w)
+        op = None
         if not self.lazy:
-            if "imgs" in results:
-                results["imgs"] = _get_clip(results)[:, top:top + new_h, left:left + new_w]
+            op = CropFrames(left, top, new_w, new_h)
         else:
             lazyop = results["lazy"]
             if lazyop["flip"]:
@@ -321,9 +445,9 @@ class RandomCrop:
             if self.lazy:
                 raise ValueError(f"{type(self).__name__}: lazy mode does not support gt_bboxes/proposals")
             _map_boxes(results, lambda b: box_crop(b, crop_bbox))
-        return results
+        return op
 
-    def __call__(self, results: dict) -> dict:
+    def plan(self, results: dict) -> FrameOp | None:
         _init_lazy_if_proper(results, self.lazy)
         img_h, img_w = results["img_shape"]
         if self.size > img_h or self.size > img_w:
@@ -372,7 +496,7 @@ class RandomResizedCrop(RandomCrop):
         y_offset = (img_h - crop_size) // 2
         return x_offset, y_offset, x_offset + crop_size, y_offset + crop_size
 
-    def __call__(self, results: dict) -> dict:
+    def plan(self, results: dict) -> FrameOp | None:
         _init_lazy_if_proper(results, self.lazy)
         left, top, right, bottom = self.get_crop_bbox(tuple(results["img_shape"]), self.area_range,
                                                       self.aspect_ratio_range)
@@ -438,7 +562,7 @@ class MultiScaleCrop(RandomCrop):
         return [[w, h] for i, h in enumerate(crop_sizes) for j, w in enumerate(crop_sizes)
                 if abs(i - j) <= self.max_wh_scale_gap]
 
-    def __call__(self, results: dict) -> dict:
+    def plan(self, results: dict) -> FrameOp | None:
         _init_lazy_if_proper(results, self.lazy)
         img_h, img_w = results["img_shape"]
         crop_size = list(random.choice(self.candidate_sizes(img_h, img_w)))
@@ -452,9 +576,9 @@ class MultiScaleCrop(RandomCrop):
         else:
             x_offset, y_offset = random.choice(
                 self.fixed_offsets(img_w, img_h, crop_w, crop_h, self.num_fixed_crops))
-        results = self._crop(results, x_offset, y_offset, crop_w, crop_h)
+        op = self._crop(results, x_offset, y_offset, crop_w, crop_h)
         results["scales"] = self.scales
-        return results
+        return op
 
     def __repr__(self) -> str:
         return (f"MultiScaleCrop(input_size={self.input_size}, scales={self.scales}, "
@@ -470,7 +594,7 @@ class CenterCrop(RandomCrop):
         self.crop_size = _pair(crop_size, "crop_size", "CenterCrop")
         self.lazy = bool(lazy)
 
-    def __call__(self, results: dict) -> dict:
+    def plan(self, results: dict) -> FrameOp | None:
         _init_lazy_if_proper(results, self.lazy)
         img_h, img_w = results["img_shape"]
         crop_w, crop_h = self.crop_size
@@ -486,29 +610,24 @@ class CenterCrop(RandomCrop):
 # Multi-view crops (test time); output is crop-major: all M frames of crop 0, then crop 1, ...
 # ----------------------------------------------------------------------------------------------
 def _multi_crop(results: dict, offsets: list[tuple[int, int]], crop_w: int, crop_h: int,
-                with_flip: bool, owner: str) -> dict:
+                with_flip: bool, owner: str) -> FrameOp:
     if _has_boxes(results):
         raise ValueError(f"{owner}: multi-view crops do not support gt_bboxes/proposals")
     _init_lazy_if_proper(results, False)
-    imgs = _get_clip(results)
-    m = imgs.shape[0]
-    n_views = len(offsets) * (2 if with_flip else 1)
-    out = np.empty((n_views * m, crop_h, crop_w) + imgs.shape[3:], dtype=imgs.dtype)
-    bboxes = []
-    k = 0
-    for x, y in offsets:
-        crop = imgs[:, y:y + crop_h, x:x + crop_w]
-        out[k * m:(k + 1) * m] = crop
-        k += 1
-        bboxes += [[x, y, x + crop_w, y + crop_h]] * m
-        if with_flip:
-            out[k * m:(k + 1) * m] = crop[:, :, ::-1]
-            k += 1
-            bboxes += [[x, y, x + crop_w, y + crop_h]] * m
-    results["imgs"] = out
+    op = MultiCropFrames(offsets, crop_w, crop_h, with_flip)
+    m = _num_frames(results)
+    bboxes = [[x, y, x + crop_w, y + crop_h] for x, y in offsets for _ in range(2 if with_flip else 1)
+              for _ in range(m)]
     results["crop_bbox"] = np.array(bboxes)
     results["img_shape"] = (crop_h, crop_w)
-    return results
+    return op
+
+
+def _num_frames(results: dict) -> int:
+    """Frames in the clip: ``len(imgs)``, or ``len(frame_inds)`` while the frames are still to come."""
+    if "imgs" in results:
+        return _get_clip(results).shape[0]
+    return int(np.asarray(results["frame_inds"]).size)
 
 
 @PIPELINES.register()
@@ -516,12 +635,17 @@ class ThreeCrop:
     """Three crops along the long side: x-offsets ``[0, 2*step, step]`` (left, right, middle) when
     ``crop_h == H`` (else the same along y); ``step = (W - cw)//2``."""
 
+    multi_view = True  # its plan needs the clip's frame count (FramewiseClip takes one such op)
+
     def __init__(self, crop_size: int | Sequence[int]):
         self.crop_size = _pair(crop_size, "crop_size", "ThreeCrop")
 
     def __call__(self, results: dict) -> dict:
-        imgs = _get_clip(results)
-        img_h, img_w = imgs.shape[1:3]
+        return _apply_plan(results, self.plan(results))
+
+    def plan(self, results: dict) -> FrameOp:
+        _init_lazy_if_proper(results, False)
+        img_h, img_w = results["img_shape"]
         crop_w, crop_h = self.crop_size
         if crop_h == img_h and crop_w <= img_w:
             w_step = (img_w - crop_w) // 2
@@ -542,12 +666,17 @@ class ThreeCrop:
 class TenCrop:
     """Five crops (corners + centre on the ``//4`` grid) each followed by its horizontal flip."""
 
+    multi_view = True
+
     def __init__(self, crop_size: int | Sequence[int]):
         self.crop_size = _pair(crop_size, "crop_size", "TenCrop")
 
     def __call__(self, results: dict) -> dict:
-        imgs = _get_clip(results)
-        img_h, img_w = imgs.shape[1:3]
+        return _apply_plan(results, self.plan(results))
+
+    def plan(self, results: dict) -> FrameOp:
+        _init_lazy_if_proper(results, False)
+        img_h, img_w = results["img_shape"]
         crop_w, crop_h = self.crop_size
         if crop_w > img_w or crop_h > img_h:
             raise ValueError(f"TenCrop: crop {crop_w}x{crop_h} exceeds the {img_w}x{img_h} clip")
@@ -582,6 +711,9 @@ class Flip:
         self.lazy = bool(lazy)
 
     def __call__(self, results: dict) -> dict:
+        return _apply_plan(results, self.plan(results))
+
+    def plan(self, results: dict) -> FrameOp | None:
         _init_lazy_if_proper(results, self.lazy)
         modality = results.get("modality", "RGB")
         if modality == "Flow" and self.direction != "horizontal":
@@ -593,14 +725,10 @@ class Flip:
             label = results["label"]
             if isinstance(label, (int, np.integer)):
                 results["label"] = self.flip_label_map.get(int(label), label)
+        op = None
         if not self.lazy:
-            if flip and "imgs" in results:
-                imgs = _get_clip(results)
-                imgs = imgs[:, :, ::-1] if self.direction == "horizontal" else imgs[:, ::-1]
-                if modality == "Flow":
-                    imgs = imgs.copy()
-                    imgs[0::2] = 255 - imgs[0::2]
-                results["imgs"] = imgs
+            if flip:
+                op = FlipFrames(self.direction, invert_x_flow=modality == "Flow")
         else:
             lazyop = results["lazy"]
             if lazyop["flip"]:
@@ -614,7 +742,7 @@ class Flip:
                 raise ValueError("Flip: boxes are only supported with direction='horizontal'")
             width = results["img_shape"][1]
             _map_boxes(results, lambda b: box_flip(b, width))
-        return results
+        return op
 
     def __repr__(self) -> str:
         return (f"Flip(flip_ratio={self.flip_ratio}, direction={self.direction!r}, "
