@@ -19,9 +19,10 @@ training step receives: normalised float32 batches in the main process, in the s
 * ``normalised in worker``: workers send float32 clips (``data.defer_normalize=False``).
 
 ``overhead vs decode`` = per-clip time through the loader / per-clip bare decode time - 1 (the decode of
-the pipeline's own reader: pyav for mp4, cv2 for JPEG).  Every row is the best of ``--repeat`` rounds, and
-the rounds interleave the rows (decode passes and loader runs) so that all of them see the same load on a
-shared machine.  ``CPU ms/clip`` adds up the CPU time of the main process and its workers (load-independent
+the pipeline's own reader: pyav for mp4, cv2 for JPEG), computed per round from a loader run and the bare
+decode run just before it (so that both see the same speed of a shared machine, which was seen to drift by
+50 % over minutes), and reported as the median over ``--repeat`` rounds; clips/s and CPU ms/clip are the best
+of the rounds.  The rounds interleave the rows.  ``CPU ms/clip`` adds up the CPU time of the main process and its workers (load-independent
 as far as the work goes; on a busy machine the wall-clock figures also depend on what the other processes
 leave to ours).  Prints a table; ``clips/s`` counts 32-frame clips (a test item holds 10
 clips, each read once and cropped 3 times).
@@ -217,35 +218,44 @@ def main(argv=None) -> int:
             loaders = [(w, defer) for w in args.workers for defer in (True, False)]
             decode_s = {rname: [float("inf"), float("inf")] for rname, _ in readers}  # best wall, best CPU
             loader_best = {key: [0.0, float("inf")] for key in loaders}  # best items/s, best CPU s/item
+            paired = {key: [] for key in loaders}  # per round: (overhead, CPU overhead) vs the decode just before
+
+            def decode_pass(rname, mk):
+                # two passes: the first one after a loader run pays the copy-on-write faults that forking its
+                # workers left on this process's memory, which a bare decoder would not
+                warm_page_cache(prefix)
+                best = [float("inf"), float("inf")]
+                for _ in range(2):
+                    wall, cpu_s = bare_decode_seconds(mk, jobs)
+                    best = [min(best[0], wall), min(best[1], cpu_s)]
+                decode_s[rname] = [min(decode_s[rname][0], best[0]), min(decode_s[rname][1], best[1])]
+                return best
+
             for _ in range(args.repeat):  # rounds interleave all rows, so that they see the same load
-                for rname, mk in readers:
-                    warm_page_cache(prefix)
-                    # two passes: the first one after a loader run pays the copy-on-write faults that forking
-                    # its workers left on this process's memory, which a bare decoder would not
-                    for _ in range(2):
-                        wall, cpu_s = bare_decode_seconds(mk, jobs)
-                        decode_s[rname] = [min(decode_s[rname][0], wall), min(decode_s[rname][1], cpu_s)]
+                for rname, mk in readers[1:]:
+                    decode_pass(rname, mk)
                 for key in loaders:
+                    wall, dec_cpu = decode_pass(*readers[0])  # the pipeline's own reader, right before its loader
                     warm_page_cache(prefix)
                     ips, cpu_s = loader_rate(ds, key[0], items, key[1])
                     loader_best[key] = [max(loader_best[key][0], ips), min(loader_best[key][1], cpu_s)]
+                    paired[key].append((len(jobs) / wall / ips - 1, cpu_s / (dec_cpu / len(jobs)) - 1))
             nframes = sum(len(inds) for _, inds in jobs)
             for rname, _ in readers:
                 wall, cpu_s = decode_s[rname]
                 rows.append((name, mode, f"decode only ({rname})", "-", len(jobs) / wall * clips_per_item,
                              nframes / wall, None, 1000 * cpu_s / len(jobs) / clips_per_item, None))
-            wall, cpu_s = decode_s[readers[0][0]]  # the pipeline's own reader
-            decode_cps, decode_cpu_ms = len(jobs) / wall * clips_per_item, 1000 * cpu_s / len(jobs) / clips_per_item
             for (w, defer), (ips, cpu_s) in loader_best.items():
                 stage = "full pipeline, uint8, normalised in main" if defer else "full pipeline, normalised in worker"
-                cps, cpu_ms = ips * clips_per_item, 1000 * cpu_s / clips_per_item
-                rows.append((name, mode, stage, str(w), cps, float("nan"), decode_cps / cps - 1, cpu_ms,
-                             cpu_ms / decode_cpu_ms - 1))
+                overhead, cpu_overhead = np.median(np.array(paired[(w, defer)]), axis=0)
+                rows.append((name, mode, stage, str(w), ips * clips_per_item, float("nan"), overhead,
+                             1000 * cpu_s / clips_per_item, cpu_overhead))
             print(f"done {name} {mode}", file=sys.stderr)
 
     print(f"\ni3d_r50_32x2x1 data pipelines, 340x256 input, {args.videos} clips x {args.frames} frames, "
           f"{os.cpu_count()} cores, torch and OpenCV threads 1 per process, load average {load_start:.2f} at the "
-          f"start, {os.getloadavg()[0]:.2f} at the end; best of {args.repeat} interleaved rounds")
+          f"start, {os.getloadavg()[0]:.2f} at the end; clips/s and CPU ms/clip: best of {args.repeat} interleaved "
+          "rounds; overheads: median over the rounds of each round's loader run vs the bare decode run just before it")
     print("clips/s: 32-frame clips per second (a test item = 10 clips x 3 crops); frames/s: frames returned by "
           "the reader (duplicates included); overhead vs decode: per-clip time / bare decode time - 1; CPU ms/clip: "
           "CPU time of the main process and the workers together (load-independent: the work done, whether "

@@ -292,7 +292,8 @@ def _split_frame(frame: np.ndarray, planes: list[np.ndarray], scratch: np.ndarra
         cv2.flip(frame, flip_code, dst=scratch)
         frame = scratch
     elif not frame.flags.c_contiguous:
-        # cv2.split of a strided view (a crop) was measured 10x slower than a copy plus a contiguous split
+        # cv2.split of a strided view (a crop) was measured up to 20x slower (in some processes) than a copy
+        # plus a contiguous split (benchmarks/frame_ops.py)
         np.copyto(scratch, frame)
         frame = scratch
     return cv2.split(frame, planes)
