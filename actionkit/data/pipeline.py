@@ -409,9 +409,8 @@ class FramewiseClip:
     multi-view windows) and is split into its planes of the uint8 ``[V, C, L, H, W]`` output while it is in
     cache.  Each frame sees the same calls as in the step-by-step pipeline, so the output is the same bit for
     bit; what goes is the decoded clip (never held), the BGR-to-RGB pass (channels are swapped by the split)
-    and a pass over memory per step (``benchmarks/data_pipeline.py``: 32 JPEG frames 340x256 -> 224x224,
-    decode + transforms + layout 19.9 -> 15.2 ms, decode alone 12.9 ms).  Frames wanted twice are decoded
-    once and their planes copied.  A clip without frames, or not RGB, runs the steps one by one.
+    and a pass over memory per step (figures in BENCHMARKS.md, "Data pipeline").  Frames wanted twice are
+    decoded once and their planes copied.  A clip without frames, or not RGB, runs the steps one by one.
     """
 
     def __init__(self, decode: Any, transforms: Sequence[Any], tail: NormalizeFormatShape):
