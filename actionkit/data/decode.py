@@ -70,6 +70,13 @@ def _unique_positions(inds: np.ndarray) -> tuple[list[int], list[list[int]]]:
     return uniq.tolist(), positions
 
 
+def check_frame_range(path: str, inds: np.ndarray, num_frames: int) -> None:
+    """A :class:`DecodeError` naming the first index outside ``[0, num_frames)``."""
+    if inds.size and (inds.min() < 0 or inds.max() >= num_frames):
+        bad = int(inds[(inds < 0) | (inds >= num_frames)][0])
+        raise DecodeError(f"{path}: frame {bad} out of range (the video has {num_frames} frames)", path, bad)
+
+
 def assemble_rgb(frames: Iterable[DecodedFrame], n: int) -> np.ndarray | None:
     """Gather ``(positions, frame, is_bgr)`` into one RGB ``[n, H, W, 3]`` clip (None when there are none).
 
@@ -283,16 +290,9 @@ class PyAVReader:
         except Exception:
             pass
 
-    def _check_range(self, inds: np.ndarray) -> None:
-        n = self.num_frames
-        if inds.size and (inds.min() < 0 or inds.max() >= n):
-            bad = int(inds[(inds < 0) | (inds >= n)][0])
-            raise DecodeError(f"{self.path}: frame {bad} out of range (the video has {n} frames)",
-                              self.path, bad)
-
     def get_frames(self, indices: Sequence[int] | np.ndarray) -> np.ndarray:
         inds = _as_index_array(indices)
-        self._check_range(inds)
+        check_frame_range(self.path, inds, self.num_frames)
         if not inds.size:
             h, w = self.frame_shape
             return np.empty((0, h, w, 3), np.uint8)
@@ -301,7 +301,7 @@ class PyAVReader:
     def iter_frames(self, indices: Sequence[int] | np.ndarray) -> Iterator[DecodedFrame]:
         """Each distinct frame once, ascending (one forward pass where possible), as RGB."""
         inds = _as_index_array(indices)
-        self._check_range(inds)
+        check_frame_range(self.path, inds, self.num_frames)
         h, w = self.frame_shape
         uniq, positions = _unique_positions(inds)
         for target, pos in zip(uniq, positions):
@@ -434,11 +434,7 @@ class OpenCVReader:
     def iter_frames(self, indices: Sequence[int] | np.ndarray) -> Iterator[DecodedFrame]:
         """Each distinct frame once, ascending, as BGR (OpenCV's order)."""
         inds = _as_index_array(indices)
-        n = self._num_frames
-        if inds.size and (inds.min() < 0 or inds.max() >= n):
-            bad = int(inds[(inds < 0) | (inds >= n)][0])
-            raise DecodeError(f"{self.path}: frame {bad} out of range (the video has {n} frames)",
-                              self.path, bad)
+        check_frame_range(self.path, inds, self._num_frames)
         uniq, positions = _unique_positions(inds)
         for target, pos in zip(uniq, positions):
             if target < self._pos:
