@@ -9,26 +9,28 @@ folders:
 * the test pipeline   SampleFrames(32,2,10,test_mode) -> decode -> Resize(-1,256) -> ThreeCrop(256)
   -> Normalize -> FormatShape -> Collect -> ToTensor  (one item = 10 clips x 3 crops = 30 views);
 
-through a ``torch.utils.data.DataLoader`` (batch 1, the engine's collate and default prefetching) with 1
-and 2 workers (one torch and one OpenCV thread per process, the main process included), timing what a
-training step receives: normalised float32 batches in the main process, in the steady state (see
-``loader_rate``).  Two placements of ``Normalize``:
+through a ``torch.utils.data.DataLoader`` (batch 1, the engine's dataset wrapper, collate and default
+prefetching: workers write clips straight into shared batch buffers) with 1 and 2 workers (one torch and one OpenCV thread per process, the main process included), timing what a
+training step receives, in the steady state (see ``loader_rate``).  Three placements of ``Normalize``:
 
-* ``uint8, normalised in main`` (the engine's default): workers send uint8 clips and the main process
-  applies the deferred ``Normalize`` (``engine.test.prepare_batch``; on an accelerator this runs there);
+* ``uint8 to the device (normalised there)`` (the engine's default on a GPU): workers send uint8 clips; the
+  main process copies each batch once, as ``pin_memory`` does, and the accelerator normalises it after the
+  device copy, so no CPU of this machine normalises (the copy into a reused buffer stands in for pinning);
+* ``uint8, normalised in main`` (the engine's default on a CPU): the main process applies the deferred
+  ``Normalize`` (``engine.test.prepare_batch``) on the CPU, alongside the workers;
 * ``normalised in worker``: workers send float32 clips (``data.defer_normalize=False``).
 
 ``overhead vs decode`` = per-clip time through the loader / per-clip bare decode time - 1 (the decode of
-the pipeline's own reader: pyav for mp4, cv2 for JPEG), computed per round from a loader run and the bare
-decode run just before it (so that both see the same speed of a shared machine, which was seen to drift by
-50 % over minutes), and reported as the median over ``--repeat`` rounds; clips/s and CPU ms/clip are the best
-of the rounds.  The rounds interleave the rows.  ``CPU ms/clip`` adds up the CPU time of the main process and its workers (load-independent
-as far as the work goes; on a busy machine the wall-clock figures also depend on what the other processes
-leave to ours).  Prints a table; ``clips/s`` counts 32-frame clips (a test item holds 10
-clips, each read once and cropped 3 times).
+the pipeline's own reader: pyav for mp4, cv2 for JPEG).  Each loader run is paired with the mean of the bare
+decode runs just before and just after it (so that both see the same speed of a shared machine, which was seen
+to drift by 50 % over minutes), and the overhead is the median over ``--repeat`` rounds; clips/s and CPU ms/clip
+are the best of the rounds.  The rounds interleave the rows.  ``CPU ms/clip`` adds up the CPU time of the main
+process and its workers (load-independent as far as the work goes; on a busy machine the wall-clock figures also
+depend on what the other processes leave to ours).  Prints a table; ``clips/s`` counts 32-frame clips (a test
+item holds 10 clips, each read once and cropped 3 times).
 
     python benchmarks/data_pipeline.py [--data-dir DIR] [--videos 6] [--frames 250] [--train-items 24]
-                                       [--test-items 3] [--workers 1 2] [--gops 12 250] [--repeat 3]
+                                       [--test-items 3] [--workers 1 2] [--gops 12 250] [--repeat 5]
                                        [--pipelines train test] [--inputs mp4 jpeg]
 """
 from __future__ import annotations
@@ -45,10 +47,10 @@ import torch
 
 from actionkit.data.decode import FrameFolderReader, open_video
 from actionkit.data.kinetics import RawframeDataset, VideoDataset
-from actionkit.data.pipeline import Compose, DeferredNormalizeDataset
+from actionkit.data.pipeline import Compose
 from actionkit.data.synthetic_kinetics import render_clip, write_frame_folder, write_video
 from actionkit.engine.test import prepare_batch
-from actionkit.engine.train import auto_collate
+from actionkit.engine.train import auto_collate, loader_dataset
 
 NORM = dict(type="Normalize", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
 TAIL = [dict(type="FormatShape", input_format="NCTHW"),
@@ -105,26 +107,47 @@ def _process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def loader_rate(ds, workers: int, items: int, defer: bool) -> tuple[float, float]:
-    """(normalised batches per second in the main process, CPU seconds per batch of the main process and its
-    workers together) in the steady state: over ``items`` batches that follow as many batches as the loader
-    keeps in flight (its workers have a head start on those) and that are followed by as many more (so that
-    the workers are as busy at the end of the window as at its start)."""
+# what the main process does with each batch: the loader's key -> (deferred normalisation, main-process work, row name)
+STAGES = {
+    "device": (True, "copy", "full pipeline, uint8 to the device (normalised there)"),
+    "main": (True, "normalise", "full pipeline, uint8, normalised in main"),
+    "worker": (False, "check", "full pipeline, normalised in worker"),
+}
+
+
+def loader_rate(ds, workers: int, items: int, stage: str) -> tuple[float, float]:
+    """(batches per second in the main process, CPU seconds per batch of the main process and its workers
+    together) in the steady state: over ``items`` batches that follow as many batches as the loader keeps in
+    flight (its workers have a head start on those) and that are followed by as many more (so that the workers
+    are as busy at the end of the window as at its start).
+
+    What the main process does with a batch (``STAGES``): ``normalise`` the uint8 clip on the CPU
+    (``prepare_batch``, as a CPU-only training step does), ``copy`` it into a reused buffer (the stand-in for a
+    GPU step: ``pin_memory`` copies the uint8 batch into page-locked memory, the device copy and the
+    normalisation then run on the accelerator), or ``check`` the float32 batch of the workers.
+    """
+    defer, main_work, _ = STAGES[stage]
     cpu = torch.device("cpu")
     in_flight = workers * 2 if workers else 1  # DataLoader's default prefetch_factor, as the engine uses it
-    loader = torch.utils.data.DataLoader(DeferredNormalizeDataset(ds) if defer else ds, batch_size=1,
+    loader = torch.utils.data.DataLoader(loader_dataset(ds, 0, defer), batch_size=1,
                                          shuffle=False, num_workers=workers, collate_fn=auto_collate,
                                          worker_init_fn=_worker_init,
                                          sampler=[i % len(ds) for i in range(2 * in_flight + items)])
     it = iter(loader)
     pids = [w.pid for w in getattr(it, "_workers", [])]  # torch's worker processes (a private attribute)
+    staging: dict[tuple, torch.Tensor] = {}
 
     def cpu_seconds() -> float:
         return time.process_time() + sum(_process_cpu_seconds(pid) for pid in pids)
 
     for n, batch in enumerate(it, start=1):
-        batch = prepare_batch(batch, cpu)
-        assert batch["imgs"].dtype == torch.float32
+        if main_work == "copy":
+            clip = batch["imgs"]
+            assert clip.dtype == torch.uint8
+            staging.setdefault(tuple(clip.shape), torch.empty_like(clip)).copy_(clip)
+        else:
+            batch = prepare_batch(batch, cpu)
+            assert batch["imgs"].dtype == torch.float32
         del batch
         if n == in_flight:
             t0, c0 = time.perf_counter(), cpu_seconds()
@@ -179,7 +202,7 @@ def main(argv=None) -> int:
     p.add_argument("--test-items", type=int, default=3)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--gops", type=int, nargs="+", default=[12, 250])
-    p.add_argument("--repeat", type=int, default=3, help="rounds (each row keeps its best)")
+    p.add_argument("--repeat", type=int, default=5, help="rounds (overheads: median; clips/s: best)")
     p.add_argument("--pipelines", nargs="+", choices=("train", "test"), default=["train", "test"])
     p.add_argument("--inputs", nargs="+", choices=("mp4", "jpeg"), default=["mp4", "jpeg"])
     args = p.parse_args(argv)
@@ -215,10 +238,10 @@ def main(argv=None) -> int:
             ds_cls = VideoDataset if kind == "video" else RawframeDataset
             ds = ds_cls(ann, cfg, data_prefix=prefix)
             assert ds.pipeline.supports_deferred_normalize
-            loaders = [(w, defer) for w in args.workers for defer in (True, False)]
+            loaders = [(w, stage) for w in args.workers for stage in STAGES]
             decode_s = {rname: [float("inf"), float("inf")] for rname, _ in readers}  # best wall, best CPU
             loader_best = {key: [0.0, float("inf")] for key in loaders}  # best items/s, best CPU s/item
-            paired = {key: [] for key in loaders}  # per round: (overhead, CPU overhead) vs the decode just before
+            paired = {key: [] for key in loaders}  # per round: (overhead, CPU overhead) vs the decode around it
 
             def decode_pass(rname, mk):
                 # two passes: the first one after a loader run pays the copy-on-write faults that forking its
@@ -234,10 +257,17 @@ def main(argv=None) -> int:
             for _ in range(args.repeat):  # rounds interleave all rows, so that they see the same load
                 for rname, mk in readers[1:]:
                     decode_pass(rname, mk)
+                # the pipeline's own reader before the first loader run, between runs and after the last: each
+                # loader run is paired with the mean of the decode runs just before and just after it
+                passes = [decode_pass(*readers[0])]
+                runs = []
                 for key in loaders:
-                    wall, dec_cpu = decode_pass(*readers[0])  # the pipeline's own reader, right before its loader
                     warm_page_cache(prefix)
                     ips, cpu_s = loader_rate(ds, key[0], items, key[1])
+                    runs.append((key, ips, cpu_s))
+                    passes.append(decode_pass(*readers[0]))
+                for (key, ips, cpu_s), before, after in zip(runs, passes, passes[1:]):
+                    wall, dec_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
                     loader_best[key] = [max(loader_best[key][0], ips), min(loader_best[key][1], cpu_s)]
                     paired[key].append((len(jobs) / wall / ips - 1, cpu_s / (dec_cpu / len(jobs)) - 1))
             nframes = sum(len(inds) for _, inds in jobs)
@@ -245,17 +275,16 @@ def main(argv=None) -> int:
                 wall, cpu_s = decode_s[rname]
                 rows.append((name, mode, f"decode only ({rname})", "-", len(jobs) / wall * clips_per_item,
                              nframes / wall, None, 1000 * cpu_s / len(jobs) / clips_per_item, None))
-            for (w, defer), (ips, cpu_s) in loader_best.items():
-                stage = "full pipeline, uint8, normalised in main" if defer else "full pipeline, normalised in worker"
-                overhead, cpu_overhead = np.median(np.array(paired[(w, defer)]), axis=0)
-                rows.append((name, mode, stage, str(w), ips * clips_per_item, float("nan"), overhead,
+            for (w, stage), (ips, cpu_s) in loader_best.items():
+                overhead, cpu_overhead = np.median(np.array(paired[(w, stage)]), axis=0)
+                rows.append((name, mode, STAGES[stage][2], str(w), ips * clips_per_item, float("nan"), overhead,
                              1000 * cpu_s / clips_per_item, cpu_overhead))
             print(f"done {name} {mode}", file=sys.stderr)
 
     print(f"\ni3d_r50_32x2x1 data pipelines, 340x256 input, {args.videos} clips x {args.frames} frames, "
           f"{os.cpu_count()} cores, torch and OpenCV threads 1 per process, load average {load_start:.2f} at the "
           f"start, {os.getloadavg()[0]:.2f} at the end; clips/s and CPU ms/clip: best of {args.repeat} interleaved "
-          "rounds; overheads: median over the rounds of each round's loader run vs the bare decode run just before it")
+          "rounds; overheads: median over the rounds of each loader run vs the bare decode runs just before and after it")
     print("clips/s: 32-frame clips per second (a test item = 10 clips x 3 crops); frames/s: frames returned by "
           "the reader (duplicates included); overhead vs decode: per-clip time / bare decode time - 1; CPU ms/clip: "
           "CPU time of the main process and the workers together (load-independent: the work done, whether "

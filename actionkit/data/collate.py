@@ -14,6 +14,11 @@ which goes back to the worker once the tensor (and every view of it) is freed; t
 buffers mapped, so after the first batch only their names travel.  Fresh shared memory costs a page fault per
 4 KiB on first touch (about 0.5 ms per MB on the benchmark machine, several times a copy) and passing a file
 descriptor a socket round trip to the worker: together most of the cost of moving a clip between processes.
+
+Datasets whose ``__getitems__`` is :func:`shared_batch_items` (the engine's loaders) go one step further: from
+the second batch of a worker on, each item's final clip is written by the pipeline (``pipeline.output_buffer``)
+straight into its place in such a pooled buffer, and the collate finds the batch already stacked there (no copy:
+about 1 ms per 4.8 MB train clip on the benchmark machine).
 """
 from __future__ import annotations
 
@@ -24,9 +29,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from .pipeline import DeferredNormalize
+from .pipeline import _OUTPUT_BUFFER, DeferredNormalize
 
-__all__ = ["collate_recognition", "collate_ava", "STACKED_AVA_KEYS"]
+__all__ = ["collate_recognition", "collate_ava", "STACKED_AVA_KEYS", "shared_batch_items"]
 
 STACKED_AVA_KEYS = ("img",)
 
@@ -55,7 +60,8 @@ class _SlotPool:
     def __init__(self) -> None:
         self.pid = os.getpid()
         self.token = os.urandom(8).hex()  # names this pool in the main process's map of slots
-        self.slots: list[torch.UntypedStorage] = []
+        # a slot's index is its name in the main process; a retired slot leaves None in its place
+        self.slots: list[torch.UntypedStorage | None] = []
 
     def acquire(self, nbytes: int) -> tuple[int, torch.UntypedStorage] | None:
         """``(index, slot)``: a free slot of at least ``nbytes``, marked busy; None when the pool is exhausted.
@@ -63,17 +69,22 @@ class _SlotPool:
         Slots live as long as the worker (the main process keeps them mapped until then), so a full pool
         hands out no new one: batches that fit no free slot get a fresh buffer.
         """
-        fits = [(s.nbytes(), i) for i, s in enumerate(self.slots) if s[0] == 0 and s.nbytes() - _SLOT_HEADER >= nbytes]
+        live = [(i, s) for i, s in enumerate(self.slots) if s is not None]
+        fits = [(s.nbytes(), i) for i, s in live if s[0] == 0 and s.nbytes() - _SLOT_HEADER >= nbytes]
         if fits:
             index = min(fits)[1]
-        elif len(self.slots) < self.MAX_SLOTS and \
-                sum(s.nbytes() for s in self.slots) + nbytes + _SLOT_HEADER <= self.MAX_TOTAL_BYTES:
+        elif len(live) < self.MAX_SLOTS and \
+                sum(s.nbytes() for _, s in live) + nbytes + _SLOT_HEADER <= self.MAX_TOTAL_BYTES:
             self.slots.append(torch.UntypedStorage._new_shared(nbytes + _SLOT_HEADER))
             index = len(self.slots) - 1
         else:
             return None
         self.slots[index][0] = 1
         return index, self.slots[index]
+
+    def retire(self, index: int) -> None:
+        """Never hand slot ``index`` out again (memory that may have left the worker other than as a slot)."""
+        self.slots[index] = None
 
 
 _POOL: _SlotPool | None = None
@@ -165,6 +176,9 @@ def _tensor_from_bytes(data: bytes, dtype: torch.dtype, shape: tuple[int, ...]) 
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     if torch.utils.data.get_worker_info() is None:
         return torch.stack(tensors)
+    stacked = _claim_arena(tensors)
+    if stacked is not None:
+        return stacked
     first = tensors[0]
     shape = (len(tensors),) + tuple(first.shape)
     nbytes = len(tensors) * first.numel() * first.element_size()
@@ -184,6 +198,132 @@ def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     # torch's default_collate: stack into shared memory directly instead of copying there when pickled
     storage = first._typed_storage()._new_shared(len(tensors) * first.numel(), device=first.device)
     return torch.stack(tensors, out=first.new(storage).resize_(shape))
+
+
+# ---------------------------------------------------------------------------------- batch arena (workers)
+class _BatchArena:
+    """One batch's places in a pooled shared slot, handed to the pipeline item by item (``output_buffer``).
+
+    Each place is handed out once: a second request while building the same item (a retried sample, or a
+    pipeline with two final clips) gets a private array, which the collate then copies as usual.
+    """
+
+    def __init__(self, count: int, spec: tuple[tuple[int, ...], np.dtype] | None):
+        self.count = count
+        self.spec = spec  # (shape, dtype) of the clips this arena takes: the first clip of the previous batch
+        self.first_request: tuple[tuple[int, ...], np.dtype] | None = None
+        self.position = 0
+        self.served: set[int] = set()
+        self.slot: tuple[int, torch.UntypedStorage] | None = None
+        self.claimed = False
+
+    @property
+    def item_nbytes(self) -> int:
+        shape, dtype = self.spec
+        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+
+    def provide(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+        if self.first_request is None:
+            self.first_request = (shape, dtype)
+        if self.spec is None or (shape, dtype) != self.spec or self.position in self.served:
+            return None
+        nbytes = self.item_nbytes
+        if self.slot is None:
+            if self.count * nbytes < _SlotPool.MIN_BYTES:
+                return None
+            self.slot = _slot_pool().acquire(self.count * nbytes)
+            if self.slot is None:
+                self.spec = None
+                return None
+        self.served.add(self.position)
+        start = _SLOT_HEADER + self.position * nbytes
+        memory = torch.empty(0, dtype=torch.uint8).set_(self.slot[1]).numpy()
+        return memory[start:start + nbytes].view(dtype).reshape(shape)
+
+
+_ARENA: _BatchArena | None = None  # the arena of the batch being collated (this worker)
+_ARENA_SPEC: tuple[tuple[int, ...], np.dtype] | None = None  # what the next arena takes
+_ARENA_MISSES = 0  # arenas left to a custom collate_fn; at _MAX_ARENA_MISSES, this worker stops using them
+_MAX_ARENA_MISSES = 3
+
+
+def _points_into(obj: Any, lo: int, hi: int) -> bool:
+    """Whether a tensor or array in ``obj`` (dicts, lists, tuples) has its data in ``[lo, hi)``."""
+    if isinstance(obj, torch.Tensor):
+        return obj.device.type == "cpu" and lo <= obj.data_ptr() < hi
+    if isinstance(obj, np.ndarray):
+        return lo <= obj.__array_interface__["data"][0] < hi
+    if isinstance(obj, Mapping):
+        return any(_points_into(v, lo, hi) for v in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return any(_points_into(v, lo, hi) for v in obj)
+    return False
+
+
+def _settle_arena(batch: Any = None) -> None:
+    """Done with the pending arena.  Taken by the collate: its slot follows the batch.  Not taken: its slot is
+    free again if nothing in ``batch`` (what ``collate_*`` built) points into it; otherwise, or when the batch is
+    unknown (a custom collate_fn), clips on it may have left the worker, so it is never reused."""
+    global _ARENA, _ARENA_MISSES
+    arena, _ARENA = _ARENA, None
+    if arena is None or arena.slot is None or arena.claimed:
+        return
+    index, slot = arena.slot
+    lo = torch.empty(0, dtype=torch.uint8).set_(slot).data_ptr()
+    if batch is not None and not _points_into(batch, lo, lo + slot.nbytes()):
+        slot[0] = 0
+        return
+    _slot_pool().retire(index)
+    if batch is None:
+        _ARENA_MISSES += 1
+
+
+def shared_batch_items(dataset: Any, keys: Sequence[Any]) -> list:
+    """``[dataset[k] for k in keys]``, written where the collate will want the clips (a dataset's ``__getitems__``).
+
+    In a DataLoader worker, from the second batch on, each item's final clip (``pipeline.output_buffer``: the
+    uint8 or float32 ``[V, C, T, H, W]`` of a fused ``Normalize`` + ``FormatShape``) is written into its place in
+    one pooled shared buffer, shaped like the previous batch's first clip, and :func:`collate_recognition` /
+    :func:`collate_ava` find the batch stacked there.  Clips of another shape, or a batch that the collate does
+    not take (whose buffer is then retired), fall back to the copy; the results are the same either way.
+    """
+    global _ARENA, _ARENA_SPEC
+    if torch.utils.data.get_worker_info() is None or _ARENA_MISSES >= _MAX_ARENA_MISSES:
+        return [dataset[k] for k in keys]
+    _settle_arena()  # a batch built but never collated by collate_* (a custom collate_fn)
+    arena = _BatchArena(len(keys), _ARENA_SPEC)
+    token = _OUTPUT_BUFFER.set(arena.provide)
+    try:
+        items = []
+        for position, key in enumerate(keys):
+            arena.position = position
+            items.append(dataset[key])
+    finally:
+        _OUTPUT_BUFFER.reset(token)
+        _ARENA = arena
+        if arena.first_request is not None:
+            _ARENA_SPEC = arena.first_request
+    return items
+
+
+def _claim_arena(tensors: list[torch.Tensor]) -> torch.Tensor | None:
+    """The stacked batch as a tensor on the pending arena's slot, when ``tensors`` are its places in order."""
+    arena = _ARENA
+    if arena is None or arena.slot is None or arena.claimed or len(tensors) != arena.count:
+        return None
+    index, slot = arena.slot
+    buffer = torch.empty(0, dtype=torch.uint8).set_(slot)
+    base, nbytes = buffer.data_ptr() + _SLOT_HEADER, arena.item_nbytes
+    first = tensors[0]
+    for k, t in enumerate(tensors):
+        if not (t.device.type == "cpu" and t.dtype == first.dtype and t.shape == first.shape and t.is_contiguous()
+                and t.data_ptr() == base + k * nbytes and t.numel() * t.element_size() == nbytes):
+            return None
+    arena.claimed = True
+    view = buffer[_SLOT_HEADER:_SLOT_HEADER + len(tensors) * nbytes].view(first.dtype)
+    out = view.view((len(tensors),) + tuple(first.shape)).as_subclass(_SlotTensor)
+    out._slot = (buffer, _slot_pool().token, index, os.getpid())
+    return out
 
 
 # ------------------------------------------------------------------------------------------- collation
@@ -227,7 +367,12 @@ def collate_recognition(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Default-collate a list of recognition items (``img_metas`` kept as a list of dicts)."""
     if not batch:
         raise ValueError("collate_recognition: empty batch")
-    return _default_collate(list(batch))
+    out = None
+    try:
+        out = _default_collate(list(batch))
+        return out
+    finally:
+        _settle_arena(out)
 
 
 def collate_ava(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -235,12 +380,17 @@ def collate_ava(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if not batch:
         raise ValueError("collate_ava: empty batch")
     out: dict[str, Any] = {}
-    for key in batch[0]:
-        values = [item[key] for item in batch]
-        if key in STACKED_AVA_KEYS:
-            out[key] = _default_collate(values, key)
-        elif isinstance(values[0], DeferredNormalize):
-            out[key] = _same_spec(values, key)
-        else:
-            out[key] = [_to_tensor(v) for v in values]
+    done = False
+    try:
+        for key in batch[0]:
+            values = [item[key] for item in batch]
+            if key in STACKED_AVA_KEYS:
+                out[key] = _default_collate(values, key)
+            elif isinstance(values[0], DeferredNormalize):
+                out[key] = _same_spec(values, key)
+            else:
+                out[key] = [_to_tensor(v) for v in values]
+        done = True
+    finally:
+        _settle_arena(out if done else None)
     return out

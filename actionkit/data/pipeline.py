@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import itertools
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -37,11 +38,27 @@ from actionkit.registry import PIPELINES, ConfigError
 __all__ = ["Compose", "FormatShape", "Collect", "ToTensor", "ImageToTensor", "Rename",
            "ToDataContainer", "to_tensor", "NormalizeFormatShape", "DeferredNormalize",
            "DeferredNormalizeDataset", "DEFERRED_NORMALIZE_KEY", "deferred_normalization",
-           "apply_deferred_normalize", "clip_to_ncthw", "empty_tensor", "FramewiseClip"]
+           "apply_deferred_normalize", "clip_to_ncthw", "empty_tensor", "FramewiseClip", "output_buffer"]
 
 DEFERRED_NORMALIZE_KEY = "deferred_normalize"
 
 _DEFER_NORMALIZE: ContextVar[bool] = ContextVar("actionkit_defer_normalize", default=False)
+
+# Where an item's final clip may be written: ``(shape, dtype) -> array or None``.  In a DataLoader worker,
+# ``collate.shared_batch_items`` hands out the item's place in the shared buffer of its batch, so that the collate
+# has nothing to copy.
+_OUTPUT_BUFFER: ContextVar[Callable[[tuple, np.dtype], "np.ndarray | None"] | None] = ContextVar(
+    "actionkit_output_buffer", default=None)
+
+
+def output_buffer(shape: Sequence[int], dtype: Any) -> np.ndarray:
+    """An uninitialised array for an item's final clip (the pipeline's last copy of the pixels)."""
+    provide = _OUTPUT_BUFFER.get()
+    if provide is not None:
+        buf = provide(tuple(int(n) for n in shape), np.dtype(dtype))
+        if buf is not None:
+            return buf
+    return np.empty(shape, dtype)
 
 
 @contextlib.contextmanager
@@ -66,6 +83,11 @@ class DeferredNormalizeDataset(torch.utils.data.Dataset):
     def __getitem__(self, key: Any) -> Any:
         with deferred_normalization():
             return self.dataset[key]
+
+    def __getitems__(self, keys: Sequence[Any]) -> list:
+        from .collate import shared_batch_items  # collate imports this module
+
+        return shared_batch_items(self, keys)
 
 
 class Compose:
@@ -172,6 +194,47 @@ def empty_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(tuple(shape))
 
 
+class ReusedOutputs:
+    """Fresh-looking CPU tensors on memory that earlier ones, now freed, had: for the deferred ``Normalize``.
+
+    A 754 MB test batch on fresh memory costs the kernel's zeroing of its pages first (131 vs 64 ms for the whole
+    normalisation on the benchmark machine).  Tensors of at least ``min_bytes`` are made with ``torch.from_numpy``
+    on an array kept here; the tensor's storage holds a reference to that array until the last tensor and view
+    on it is freed, so an array that only this pool refers to is free to hand out again.  At most ``max_arrays``
+    are kept (arrays in use are never evicted; beyond that, new tensors are not pooled).
+    """
+
+    def __init__(self, min_bytes: int = 16 << 20, max_arrays: int = 4):
+        self.min_bytes, self.max_arrays = int(min_bytes), int(max_arrays)
+        self._arrays: list[np.ndarray] = []
+
+    def _free(self, i: int) -> bool:
+        # references: the list, and getrefcount's own argument
+        return sys.getrefcount(self._arrays[i]) <= 2
+
+    def empty(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+        if nbytes < self.min_bytes:
+            return empty_tensor(shape, dtype)
+        found = next((i for i in range(len(self._arrays)) if self._arrays[i].nbytes == nbytes and self._free(i)), None)
+        if found is None:
+            if len(self._arrays) >= self.max_arrays:
+                evict = next((i for i in range(len(self._arrays)) if self._free(i)), None)
+                if evict is None:
+                    return empty_tensor(shape, dtype)
+                del self._arrays[evict]
+            self._arrays.append(np.empty(nbytes, dtype=np.uint8))  # numpy: huge pages (see empty_tensor)
+            found = len(self._arrays) - 1
+        return torch.from_numpy(self._arrays[found]).view(dtype).view(tuple(shape))
+
+    def clear(self) -> None:
+        """Drop the arrays (those still in use live on with their tensors)."""
+        self._arrays.clear()
+
+
+_REUSED_OUTPUTS = ReusedOutputs()
+
+
 @functools.lru_cache(maxsize=16)
 def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
     """``[3, 256]`` float32: ``Normalize``'s output for every uint8 value of every channel.
@@ -226,7 +289,7 @@ class DeferredNormalize:
 
     def _normalize_cpu(self, clip: torch.Tensor) -> torch.Tensor:
         src = clip.contiguous()
-        out = empty_tensor(src.shape, torch.float32)
+        out = _REUSED_OUTPUTS.empty(src.shape, torch.float32)
         planes = (-1,) + tuple(src.shape[-4:])
         _lut_planes(src.numpy().reshape(planes), self.table(), out.numpy().reshape(planes))
         return out
@@ -303,19 +366,26 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
-def clip_to_ncthw(imgs: np.ndarray, clip_len: int, reverse_channels: bool = False) -> np.ndarray:
+def clip_to_ncthw(imgs: np.ndarray, clip_len: int, reverse_channels: bool = False,
+                  out: np.ndarray | None = None) -> np.ndarray:
     """``[V*L, H, W, C]`` (any view) -> C-contiguous ``[V, C, L, H, W]`` (``FormatShape('NCTHW')``'s layout).
 
     3-channel uint8/float32 clips are split frame by frame with ``cv2.split`` straight into the output planes,
     undoing crop/flip views on the way (one pass, about 5x faster than numpy's strided transpose); other
-    clips go through numpy.  ``reverse_channels`` gives the channels in reverse order (``to_bgr``).
+    clips go through numpy.  ``reverse_channels`` gives the channels in reverse order (``to_bgr``).  ``out``:
+    where to write (C-contiguous, of that shape and dtype); a new array when None.
     """
     m, h, w, c = imgs.shape
     views = m // clip_len
+    if out is None:
+        out = np.empty((views, c, clip_len, h, w), dtype=imgs.dtype)
+    elif out.shape != (views, c, clip_len, h, w) or out.dtype != imgs.dtype or not out.flags.c_contiguous:
+        raise ValueError(f"clip_to_ncthw: out must be C-contiguous {imgs.dtype} {(views, c, clip_len, h, w)}, "
+                         f"got {out.dtype} {out.shape}")
     if c != 3 or imgs.dtype not in (np.uint8, np.float32) or m == 0:
         x = imgs.reshape(views, clip_len, h, w, c).transpose(0, 4, 1, 2, 3)
-        return np.ascontiguousarray(x[:, ::-1] if reverse_channels else x)
-    out = np.empty((views, c, clip_len, h, w), dtype=imgs.dtype)
+        np.copyto(out, x[:, ::-1] if reverse_channels else x)
+        return out
     scratch = np.empty((h, w, c), dtype=imgs.dtype)
     for i in range(m):
         v, t = divmod(i, clip_len)
@@ -351,13 +421,15 @@ class NormalizeFormatShape:
                 and results.get("modality", "RGB") == "RGB"):
             return self.format_shape(self.normalize(results)), False
         clip_len = self.format_shape.ncthw_clip_len(results, imgs.shape[0])
-        x = clip_to_ncthw(imgs, clip_len, reverse_channels=self.normalize.to_bgr)  # uint8 [V, C, L, H, W]
+        m, h, w, _ = imgs.shape
+        final = output_buffer((m // clip_len, 3, clip_len, h, w), np.uint8) if defer else None
+        x = clip_to_ncthw(imgs, clip_len, reverse_channels=self.normalize.to_bgr, out=final)  # uint8 [V,C,L,H,W]
         return self.finish(results, x, defer), defer
 
     def finish(self, results: dict, x: np.ndarray, defer: bool) -> dict:
         """Set the outputs from the uint8 ``[V, C, L, H, W]`` clip ``x`` (normalised unless ``defer``)."""
         if not defer:
-            out = np.empty(x.shape, dtype=np.float32)
+            out = output_buffer(x.shape, np.float32)
             _lut_planes(x, self._table, out)
             x = out
         results["imgs"] = self.format_shape.collapse_views(x)
@@ -450,7 +522,8 @@ class FramewiseClip:
                     pass
                 raise
             h, w = results["img_shape"]
-            out = np.empty((num_views * num_frames // clip_len, 3, clip_len, h, w), np.uint8)
+            shape = (num_views * num_frames // clip_len, 3, clip_len, h, w)
+            out = output_buffer(shape, np.uint8) if defer else np.empty(shape, np.uint8)
             scratch = np.empty((h, w, 3), np.uint8)
             checked = False
             for positions, frame, is_bgr in itertools.chain([first], stream):

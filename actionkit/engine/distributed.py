@@ -4,12 +4,14 @@ from __future__ import annotations
 import datetime
 import math
 import os
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
+
+from ..data.collate import shared_batch_items
 
 
 def is_dist() -> bool:
@@ -221,3 +223,6 @@ class SeededDataset(torch.utils.data.Dataset):
                 random.setstate(saved[0])
                 np.random.set_state(saved[1])
                 torch.set_rng_state(saved[2])
+
+    def __getitems__(self, keys: Sequence[Any]) -> list:
+        return shared_batch_items(self, keys)
