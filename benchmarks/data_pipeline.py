@@ -30,7 +30,7 @@ depend on what the other processes leave to ours).  Prints a table; ``clips/s`` 
 item holds 10 clips, each read once and cropped 3 times).
 
     python benchmarks/data_pipeline.py [--data-dir DIR] [--videos 6] [--frames 250] [--train-items 24]
-                                       [--test-items 3] [--workers 1 2] [--gops 12 250] [--repeat 5]
+                                       [--test-items 6] [--workers 1 2] [--gops 12 250] [--repeat 5]
                                        [--pipelines train test] [--inputs mp4 jpeg]
 """
 from __future__ import annotations
@@ -115,11 +115,22 @@ STAGES = {
 }
 
 
+def _ready_batches(it) -> int:
+    """Batches the workers have finished and the main process has not taken yet (torch's private state: the
+    result queue and the out-of-order buffer); 0 where that cannot be read."""
+    try:
+        return it._data_queue.qsize() + sum(len(v) == 2 for v in it._task_info.values())
+    except (AttributeError, NotImplementedError):
+        return 0
+
+
 def loader_rate(ds, workers: int, items: int, stage: str) -> tuple[float, float]:
-    """(batches per second in the main process, CPU seconds per batch of the main process and its workers
-    together) in the steady state: over ``items`` batches that follow as many batches as the loader keeps in
-    flight (its workers have a head start on those) and that are followed by as many more (so that the workers
-    are as busy at the end of the window as at its start).
+    """(batches per second, CPU seconds per batch of the main process and its workers together) in the steady
+    state: over ``items`` batches taken by the main process after as many as the loader keeps in flight.  Batches
+    the workers had finished before the window and still held at its start (a head start, when the main process
+    was slow on its first batches) are not counted as made in it: the rate is that of the slower side, batches
+    made by the workers in the window (``items`` + ready at the end - ready at the start) when they are the
+    bottleneck, ``items`` taken when the main process is (then as many are ready at both ends).
 
     What the main process does with a batch (``STAGES``): ``normalise`` the uint8 clip on the CPU
     (``prepare_batch``, as a CPU-only training step does), ``copy`` it into a reused buffer (the stand-in for a
@@ -137,25 +148,29 @@ def loader_rate(ds, workers: int, items: int, stage: str) -> tuple[float, float]
     pids = [w.pid for w in getattr(it, "_workers", [])]  # torch's worker processes (a private attribute)
     staging: dict[tuple, torch.Tensor] = {}
 
-    def cpu_seconds() -> float:
-        return time.process_time() + sum(_process_cpu_seconds(pid) for pid in pids)
+    def cpu_seconds() -> tuple[float, float]:
+        return time.process_time(), sum(_process_cpu_seconds(pid) for pid in pids)
 
     for n, batch in enumerate(it, start=1):
         if main_work == "copy":
             clip = batch["imgs"]
             assert clip.dtype == torch.uint8
-            staging.setdefault(tuple(clip.shape), torch.empty_like(clip)).copy_(clip)
+            if tuple(clip.shape) not in staging:
+                staging[tuple(clip.shape)] = torch.empty_like(clip)
+            staging[tuple(clip.shape)].copy_(clip)
         else:
             batch = prepare_batch(batch, cpu)
             assert batch["imgs"].dtype == torch.float32
         del batch
         if n == in_flight:
-            t0, c0 = time.perf_counter(), cpu_seconds()
+            t0, c0, r0 = time.perf_counter(), cpu_seconds(), _ready_batches(it)
         elif n == in_flight + items:
-            t1, c1 = time.perf_counter(), cpu_seconds()
+            t1, c1, r1 = time.perf_counter(), cpu_seconds(), _ready_batches(it)
             break
     del it  # shuts the workers down
-    return items / (t1 - t0), (c1 - c0) / items
+    made = max(1, items + r1 - r0) if workers else items
+    main_cpu, worker_cpu = c1[0] - c0[0], c1[1] - c0[1]
+    return min(items, made) / (t1 - t0), main_cpu / items + worker_cpu / made
 
 
 def decode_jobs(pipeline_cfg: list[dict], paths: list[str], total_frames: int, items: int,
@@ -199,7 +214,7 @@ def main(argv=None) -> int:
     p.add_argument("--videos", type=int, default=6)
     p.add_argument("--frames", type=int, default=250)
     p.add_argument("--train-items", type=int, default=24)
-    p.add_argument("--test-items", type=int, default=3)
+    p.add_argument("--test-items", type=int, default=6)
     p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     p.add_argument("--gops", type=int, nargs="+", default=[12, 250])
     p.add_argument("--repeat", type=int, default=5, help="rounds (overheads: median; clips/s: best)")

@@ -3,7 +3,8 @@
 For one 340x256 JPEG frame of the synthetic benchmark data (written by ``benchmarks/data_pipeline.py``, or made
 here): ``cv2.imdecode``; the ``Resize(224, 224)`` after ``MultiScaleCrop`` (crop 256 -> 224 and 204 -> 224) with
 ``cv2.resize`` bilinear, and the alternatives that were tried (``INTER_LINEAR_EXACT``; the three planes resized
-one by one; torch's uint8 bilinear ``interpolate``, with whether each gives the same pixels); ``cv2.split`` into
+one by one; torch's uint8 bilinear ``interpolate``; a 4-channel resize after ``cvtColor`` to BGRA, with the split;
+with whether each gives the same pixels); ``cv2.split`` into
 planes of a contiguous frame and of a crop view; a horizontal ``cv2.flip``.  One OpenCV thread.  Prints a table.
 
     python benchmarks/frame_ops.py [--data-dir DIR] [--repeat 300]
@@ -56,7 +57,22 @@ def main(argv=None) -> int:
         t = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None]
         tv = torch.nn.functional.interpolate(t, size=(224, 224), mode="bilinear", align_corners=False)
         tv = tv[0].permute(1, 2, 0).numpy()
+        out3 = [np.empty((224, 224), np.uint8) for _ in range(4)]
+
+        def resize_split(crop=crop, out3=out3):
+            cv2.split(cv2.resize(crop, (224, 224), interpolation=cv2.INTER_LINEAR), out3[:3])
+
+        def bgra_resize_split(crop=crop, out3=out3):
+            four = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_BGR2BGRA), (224, 224), interpolation=cv2.INTER_LINEAR)
+            cv2.split(four, out3)
+
+        bgra_resize_split()
+        bgra_same = all(np.array_equal(out3[c], ref[..., c]) for c in range(3))
         rows += [
+            (f"cv2.resize bilinear {side} -> 224 + cv2.split (the pipeline's)", best_ms(resize_split, args.repeat),
+             "yes"),
+            (f"cvtColor to BGRA + cv2.resize {side} -> 224 (4 channels) + cv2.split",
+             best_ms(bgra_resize_split, args.repeat), "yes" if bgra_same else "no"),
             (f"cv2.resize bilinear {side} -> 224 (the pipeline's)",
              best_ms(lambda: cv2.resize(crop, (224, 224), interpolation=cv2.INTER_LINEAR), args.repeat), "yes"),
             (f"cv2.resize INTER_LINEAR_EXACT {side} -> 224",
