@@ -226,7 +226,11 @@ def test_reused_outputs_hand_out_memory_only_once_every_tensor_on_it_is_freed():
     assert pool.empty((4, 1 << 18), torch.float32).data_ptr() != first  # a numpy view holds it
     del as_numpy
     assert pool.empty((2, 1 << 19), torch.float32).data_ptr() == first  # same size in bytes: reused
-    del b
-    e = pool.empty((3, 1 << 18), torch.float32)  # another size: evicts a free array
-    assert e.shape == (3, 1 << 18)
+    assert len(pool._arrays) == 2
+    e = pool.empty((3, 1 << 18), torch.float32)  # another size: the free array goes, b (in use) stays
+    assert e.shape == (3, 1 << 18) and len(pool._arrays) == 2
+    assert any(arr.__array_interface__["data"][0] == b.data_ptr() for arr in pool._arrays)
+    assert not any(arr.__array_interface__["data"][0] == first for arr in pool._arrays)
+    del e
+    assert pool.empty((3, 1 << 18), torch.float32).shape == (3, 1 << 18)
     assert pool.empty((8,), torch.float32).shape == (8,)  # small: not pooled

@@ -200,8 +200,9 @@ class ReusedOutputs:
     A 754 MB test batch on fresh memory costs the kernel's zeroing of its pages first (131 vs 64 ms for the whole
     normalisation on the benchmark machine).  Tensors of at least ``min_bytes`` are made with ``torch.from_numpy``
     on an array kept here; the tensor's storage holds a reference to that array until the last tensor and view
-    on it is freed, so an array that only this pool refers to is free to hand out again.  At most ``max_arrays``
-    are kept (arrays in use are never evicted; beyond that, new tensors are not pooled).
+    on it is freed, so an array that only this pool refers to is free to hand out again.  A request that no free
+    array fits drops the free ones (of other sizes); at most ``max_arrays`` are kept (arrays in use stay; beyond
+    that, new tensors are not pooled).
     """
 
     def __init__(self, min_bytes: int = 16 << 20, max_arrays: int = 4):
@@ -218,11 +219,12 @@ class ReusedOutputs:
             return empty_tensor(shape, dtype)
         found = next((i for i in range(len(self._arrays)) if self._arrays[i].nbytes == nbytes and self._free(i)), None)
         if found is None:
+            # free arrays are all of other sizes (a switch between training and validation): drop them, so that
+            # what stays allocated is what is in use plus the arrays of the current size
+            in_use = [not self._free(i) for i in range(len(self._arrays))]  # no other reference held meanwhile
+            self._arrays = [a for a, used in zip(self._arrays, in_use) if used]
             if len(self._arrays) >= self.max_arrays:
-                evict = next((i for i in range(len(self._arrays)) if self._free(i)), None)
-                if evict is None:
-                    return empty_tensor(shape, dtype)
-                del self._arrays[evict]
+                return empty_tensor(shape, dtype)
             self._arrays.append(np.empty(nbytes, dtype=np.uint8))  # numpy: huge pages (see empty_tensor)
             found = len(self._arrays) - 1
         return torch.from_numpy(self._arrays[found]).view(dtype).view(tuple(shape))
