@@ -211,6 +211,58 @@ def test_a_new_clip_shape_falls_back_to_the_copy_then_is_learnt(frames_root):
     assert [bool(b["in_place"]) for b in got] == [False, True, False, True, False]
 
 
+class AVAItems(torch.utils.data.Dataset):
+    """AVA-style items (boxes, ``img``) through a pipeline without a decode op: the step-by-step fused
+    ``NormalizeFormatShape`` asks for the output buffer; ``collate_ava`` stacks ``img`` and lists the rest."""
+
+    PIPELINE = [dict(type="RandomRescale", scale_range=(40, 48)), dict(type="RandomCrop", size=32),
+                dict(type="Flip", flip_ratio=0.5), NORM, dict(type="FormatShape", input_format="NCTHW", collapse=True),
+                dict(type="Rename", mapping=dict(imgs="img")),
+                dict(type="ToTensor", keys=["img", "proposals", "gt_bboxes", "gt_labels"]),
+                dict(type="Collect", keys=["img", "proposals", "gt_bboxes", "gt_labels"], meta_keys=["scores"])]
+
+    def __init__(self, defer: bool):
+        from actionkit.data.pipeline import Compose
+
+        self.pipeline, self.defer = Compose(self.PIPELINE), defer
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        rng = np.random.default_rng(i)
+        np.random.seed(i)
+        results = {"imgs": rng.integers(0, 256, (4, 45, 80, 3), dtype=np.uint8), "modality": "RGB", "clip_len": 4,
+                   "num_clips": 1, "img_shape": (45, 80), "original_shape": (45, 80),
+                   "gt_bboxes": np.array([[8, 4, 40, 40]], np.float32), "proposals": np.array([[0, 0, 80, 45]], np.float32),
+                   "gt_labels": np.zeros((1, 81), np.float32), "scores": np.ones(1)}
+        with deferred_normalization(self.defer):
+            return self.pipeline(results)
+
+    def __getitems__(self, keys):
+        return shared_batch_items(self, keys)
+
+
+def reporting_collate_ava(items: list[dict]) -> dict:
+    out = collate_mod.collate_ava(items)
+    out["in_place"] = out["img"].data_ptr() == items[0]["img"].data_ptr()
+    return out
+
+
+@pytest.mark.parametrize("defer", [True, False])
+def test_ava_batches_through_a_worker_equal_main_process_batches(defer):
+    ds = AVAItems(defer)
+    order = [0, 1, 2, 3, 4, 5, 1, 0]
+    reference = batches(ds, 0, 2, order, collate=reporting_collate_ava)
+    got = batches(ds, 1, 2, order, collate=reporting_collate_ava)
+    for a, b in zip(got, reference):
+        a, b = (prepare_batch({k: v for k, v in x.items() if k != "in_place"}, torch.device("cpu")) for x in (a, b))
+        assert a["img"].dtype == torch.float32 and torch.equal(a["img"], b["img"])
+        assert all(torch.equal(x, y) for x, y in zip(a["gt_bboxes"], b["gt_bboxes"]))
+        assert len(a["proposals"]) == 2
+    assert [b["in_place"] for b in got] == [False, True, True, True]
+
+
 def test_reused_outputs_hand_out_memory_only_once_every_tensor_on_it_is_freed():
     pool = ReusedOutputs(min_bytes=1 << 20, max_arrays=2)
     a = pool.empty((4, 1 << 18), torch.float32)
