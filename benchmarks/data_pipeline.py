@@ -10,8 +10,9 @@ folders:
   -> Normalize -> FormatShape -> Collect -> ToTensor  (one item = 10 clips x 3 crops = 30 views);
 
 through a ``torch.utils.data.DataLoader`` (batch 1, the engine's dataset wrapper, collate and default
-prefetching: workers write clips straight into shared batch buffers) with 1 and 2 workers (one torch and one OpenCV thread per process, the main process included), timing what a
-training step receives, in the steady state (see ``loader_rate``).  Three placements of ``Normalize``:
+prefetching: workers write clips straight into shared batch buffers) with 1 and 2 workers (one torch and one
+OpenCV thread per process, the main process included), timing what a training step receives, in the steady state
+(see ``loader_rate``).  Three placements of ``Normalize``:
 
 * ``uint8 to the device (normalised there)`` (the engine's default on a GPU): workers send uint8 clips; the
   main process copies each batch once, as ``pin_memory`` does, and the accelerator normalises it after the
@@ -158,6 +159,7 @@ def loader_rate(ds, workers: int, items: int, stage: str) -> tuple[float, float]
             if tuple(clip.shape) not in staging:
                 staging[tuple(clip.shape)] = torch.empty_like(clip)
             staging[tuple(clip.shape)].copy_(clip)
+            del clip
         else:
             batch = prepare_batch(batch, cpu)
             assert batch["imgs"].dtype == torch.float32
@@ -299,7 +301,8 @@ def main(argv=None) -> int:
     print(f"\ni3d_r50_32x2x1 data pipelines, 340x256 input, {args.videos} clips x {args.frames} frames, "
           f"{os.cpu_count()} cores, torch and OpenCV threads 1 per process, load average {load_start:.2f} at the "
           f"start, {os.getloadavg()[0]:.2f} at the end; clips/s and CPU ms/clip: best of {args.repeat} interleaved "
-          "rounds; overheads: median over the rounds of each loader run vs the bare decode runs just before and after it")
+          "rounds; overheads: median over the rounds of each loader run vs the bare decode runs just before and "
+          "after it")
     print("clips/s: 32-frame clips per second (a test item = 10 clips x 3 crops); frames/s: frames returned by "
           "the reader (duplicates included); overhead vs decode: per-clip time / bare decode time - 1; CPU ms/clip: "
           "CPU time of the main process and the workers together (load-independent: the work done, whether "

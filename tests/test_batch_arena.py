@@ -147,7 +147,8 @@ def test_an_arena_taken_by_the_collate_stays_busy_until_the_batch_is_freed(frame
     collate_recognition(shared_batch_items(ds, [0, 1]))
     items = shared_batch_items(ds, [2, 3])
     batch = collate_recognition(items)
-    assert isinstance(batch["imgs"], collate_mod._SlotTensor) and batch["imgs"].data_ptr() == items[0]["imgs"].data_ptr()
+    assert isinstance(batch["imgs"], collate_mod._SlotTensor)
+    assert batch["imgs"].data_ptr() == items[0]["imgs"].data_ptr()
     index = batch["imgs"]._slot[2]
     slot = collate_mod._POOL.slots[index]
     assert slot[0] == 1
@@ -234,7 +235,8 @@ class AVAItems(torch.utils.data.Dataset):
         np.random.seed(i)
         results = {"imgs": rng.integers(0, 256, (4, 45, 80, 3), dtype=np.uint8), "modality": "RGB", "clip_len": 4,
                    "num_clips": 1, "img_shape": (45, 80), "original_shape": (45, 80),
-                   "gt_bboxes": np.array([[8, 4, 40, 40]], np.float32), "proposals": np.array([[0, 0, 80, 45]], np.float32),
+                   "gt_bboxes": np.array([[8, 4, 40, 40]], np.float32),
+                   "proposals": np.array([[0, 0, 80, 45]], np.float32),
                    "gt_labels": np.zeros((1, 81), np.float32), "scores": np.ones(1)}
         with deferred_normalization(self.defer):
             return self.pipeline(results)
