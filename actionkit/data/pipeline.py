@@ -181,6 +181,10 @@ def _deferral_plan(steps: list) -> _DeferralPlan | None:
     return _DeferralPlan(fused[-1], key, nested)
 
 
+def _nbytes(shape: Sequence[int], dtype: torch.dtype) -> int:
+    return int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+
+
 def empty_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     """``torch.empty`` on the CPU, allocated by numpy.
 
@@ -188,7 +192,7 @@ def empty_tensor(shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
     allocator does not: a fresh 19 MB clip then costs ~100 page faults instead of ~3000 (0.5 vs 8 ms median
     on the benchmark machine; 754 MB: 85 vs 370 ms).
     """
-    nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+    nbytes = _nbytes(shape, dtype)
     if nbytes == 0:
         return torch.empty(tuple(shape), dtype=dtype)
     return torch.from_numpy(np.empty(nbytes, dtype=np.uint8)).view(dtype).view(tuple(shape))
@@ -214,7 +218,7 @@ class ReusedOutputs:
         return sys.getrefcount(self._arrays[i]) <= 2
 
     def empty(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
-        nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+        nbytes = _nbytes(shape, dtype)
         if nbytes < self.min_bytes:
             return empty_tensor(shape, dtype)
         found = next((i for i in range(len(self._arrays)) if self._arrays[i].nbytes == nbytes and self._free(i)), None)
@@ -228,10 +232,6 @@ class ReusedOutputs:
             self._arrays.append(np.empty(nbytes, dtype=np.uint8))  # numpy: huge pages (see empty_tensor)
             found = len(self._arrays) - 1
         return torch.from_numpy(self._arrays[found]).view(dtype).view(tuple(shape))
-
-    def clear(self) -> None:
-        """Drop the arrays (those still in use live on with their tensors)."""
-        self._arrays.clear()
 
 
 _REUSED_OUTPUTS = ReusedOutputs()
@@ -368,6 +368,16 @@ def _address(a: np.ndarray) -> int:
     return a.__array_interface__["data"][0]
 
 
+def _split_into(out: np.ndarray, v: int, t: int, frame: np.ndarray, reverse: bool, scratch: np.ndarray,
+                check: bool) -> None:
+    """Write ``frame``'s channels (reversed when ``reverse``) into ``out[v, :, t]`` of a ``[V, C, L, H, W]`` clip;
+    ``check``: make sure that ``cv2.split`` wrote there (done once per clip)."""
+    planes = [out[v, 0, t], out[v, 1, t], out[v, 2, t]]
+    written = _split_frame(frame, planes[::-1] if reverse else planes, scratch)
+    if check and {_address(a) for a in written} != {_address(a) for a in planes}:
+        raise RuntimeError("cv2.split did not write into the given planes (unexpected OpenCV behaviour)")
+
+
 def clip_to_ncthw(imgs: np.ndarray, clip_len: int, reverse_channels: bool = False,
                   out: np.ndarray | None = None) -> np.ndarray:
     """``[V*L, H, W, C]`` (any view) -> C-contiguous ``[V, C, L, H, W]`` (``FormatShape('NCTHW')``'s layout).
@@ -390,11 +400,7 @@ def clip_to_ncthw(imgs: np.ndarray, clip_len: int, reverse_channels: bool = Fals
         return out
     scratch = np.empty((h, w, c), dtype=imgs.dtype)
     for i in range(m):
-        v, t = divmod(i, clip_len)
-        planes = [out[v, 0, t], out[v, 1, t], out[v, 2, t]]
-        written = _split_frame(imgs[i], planes[::-1] if reverse_channels else planes, scratch)
-        if i == 0 and {_address(a) for a in written} != {_address(a) for a in planes}:
-            raise RuntimeError("cv2.split did not write into the given planes (unexpected OpenCV behaviour)")
+        _split_into(out, *divmod(i, clip_len), imgs[i], reverse_channels, scratch, check=i == 0)
     return out
 
 
@@ -527,27 +533,19 @@ class FramewiseClip:
             shape = (num_views * num_frames // clip_len, 3, clip_len, h, w)
             out = output_buffer(shape, np.uint8) if defer else np.empty(shape, np.uint8)
             scratch = np.empty((h, w, 3), np.uint8)
-            checked = False
+            check = True
             for positions, frame, is_bgr in itertools.chain([first], stream):
                 views = [frame]
                 for op in ops:
                     views = op.apply_views(views)
                 reverse = is_bgr != self.tail.normalize.to_bgr
                 for k, view in enumerate(views):
-                    written = None
-                    for i in positions:
-                        v, t = divmod(k * num_frames + i, clip_len)
-                        if written is not None:
-                            out[v, :, t] = written
-                            continue
-                        planes = [out[v, 0, t], out[v, 1, t], out[v, 2, t]]
-                        got = _split_frame(view, planes[::-1] if reverse else planes, scratch)
-                        if not checked:
-                            if {_address(a) for a in got} != {_address(a) for a in planes}:
-                                raise RuntimeError("cv2.split did not write into the given planes "
-                                                   "(unexpected OpenCV behaviour)")
-                            checked = True
-                        written = out[v, :, t]
+                    v, t = divmod(k * num_frames + positions[0], clip_len)
+                    _split_into(out, v, t, view, reverse, scratch, check)
+                    check = False
+                    for i in positions[1:]:  # the same frame wanted again: copy its planes
+                        again_v, again_t = divmod(k * num_frames + i, clip_len)
+                        out[again_v, :, again_t] = out[v, :, t]
         finally:
             stream.close()
         return self.tail.finish(results, out, defer), defer
@@ -708,10 +706,13 @@ class FormatShape:
         self.input_format = input_format
         self.collapse = bool(collapse)
 
-    def ncthw_clip_len(self, results: dict, m: int) -> int:
-        """``clip_len`` after checking that ``m`` frames split into ``num_clips * clip_len`` groups."""
+    def _check_collapse(self, results: dict) -> None:
         if self.collapse and results.get("num_clips", 1) != 1:
             raise ValueError(f"FormatShape(collapse=True) needs num_clips == 1, got {results['num_clips']}")
+
+    def ncthw_clip_len(self, results: dict, m: int) -> int:
+        """``clip_len`` after checking that ``m`` frames split into ``num_clips * clip_len`` groups."""
+        self._check_collapse(results)
         num_clips = int(results["num_clips"])
         clip_len = int(results["clip_len"])
         if m % (num_clips * clip_len):
@@ -735,8 +736,7 @@ class FormatShape:
         if self.input_format == "NCTHW":
             imgs = clip_to_ncthw(imgs, self.ncthw_clip_len(results, imgs.shape[0]))
         else:  # NCHW
-            if self.collapse and results.get("num_clips", 1) != 1:
-                raise ValueError(f"FormatShape(collapse=True) needs num_clips == 1, got {results['num_clips']}")
+            self._check_collapse(results)
             imgs = np.ascontiguousarray(imgs.transpose(0, 3, 1, 2))
         imgs = self.collapse_views(imgs)
         results["imgs"] = imgs
