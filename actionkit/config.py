@@ -197,6 +197,8 @@ def apply_cfg_options(cfg: dict, options: Mapping[str, Any] | Iterable[str], fil
         options = parsed
     for dotted, value in options.items():
         parts = dotted.split(".")
+        if not all(parts):
+            raise ConfigError(f"--cfg-options key '{dotted}' has an empty part", dotted, filename)
         node: Any = cfg
         for i, part in enumerate(parts[:-1]):
             where = ".".join(parts[: i + 1])
@@ -215,8 +217,12 @@ def apply_cfg_options(cfg: dict, options: Mapping[str, Any] | Iterable[str], fil
             if not last.isdigit() or int(last) >= len(node):
                 raise ConfigError(f"'{last}' is not a valid index of a list of {len(node)}", dotted, filename)
             node[int(last)] = _to_config_dict(value)
-        else:
+        elif isinstance(node, dict):
             node[last] = _to_config_dict(value)
+        else:
+            parent = ".".join(parts[:-1])
+            raise ConfigError(f"cannot set '{last}': '{parent}' holds {node!r} ({type(node).__name__}), "
+                              f"not a dict", dotted, filename)
 
 
 def load_config(path: str | os.PathLike | Mapping, cfg_options: Mapping[str, Any] | Iterable[str] | None = None) -> Config:
@@ -228,6 +234,109 @@ def load_config(path: str | os.PathLike | Mapping, cfg_options: Mapping[str, Any
     else:
         p = Path(path)
         cfg = Config(_load_raw(p), filename=str(p))
+    overridden: list[str] = []
     if cfg_options:
         apply_cfg_options(cfg, cfg_options, cfg.filename)
+        overridden = list(cfg_options) if isinstance(cfg_options, Mapping) else \
+            [o.split("=", 1)[0].strip() for o in cfg_options]
+    validate_config(cfg, overridden)
     return cfg
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _positive_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected a positive integer, got {type(value).__name__} ({value!r})"
+    return None if value > 0 else f"expected a positive integer, got {value}"
+
+
+def _non_negative_int(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return f"expected an integer >= 0, got {type(value).__name__} ({value!r})"
+    return None if value >= 0 else f"expected an integer >= 0, got {value}"
+
+
+def _optional_int(value: Any) -> str | None:
+    if value is None or (isinstance(value, int) and not isinstance(value, bool)):
+        return None
+    return f"expected an integer or None, got {type(value).__name__} ({value!r})"
+
+
+def _non_negative_number(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"expected a number, got {type(value).__name__} ({value!r})"
+    return None if value >= 0 and value == value else f"expected a number >= 0, got {value}"
+
+
+def _bool(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"expected True or False, got {type(value).__name__} ({value!r})"
+
+
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else f"expected a string, got {type(value).__name__} ({value!r})"
+
+
+# Well-known keys -> their check.  ``*`` matches any key of a dict (one level); a key that is absent
+# or None (where None is the MMAction2 default) is not checked.
+_KEY_CHECKS: tuple[tuple[str, Any], ...] = (
+    ("total_epochs", _positive_int),
+    ("runner.max_epochs", _positive_int),
+    ("seed", _optional_int),
+    ("work_dir", _string),
+    ("data.videos_per_gpu", _positive_int),
+    ("data.workers_per_gpu", _non_negative_int),
+    ("data.*_dataloader.videos_per_gpu", _positive_int),
+    ("data.*_dataloader.workers_per_gpu", _non_negative_int),
+    ("data.*_dataloader.drop_last", _bool),
+    ("data.defer_normalize", _bool),
+    ("model.backbone.depth", _positive_int),
+    ("model.backbone.slow_pathway.depth", _positive_int),
+    ("model.backbone.fast_pathway.depth", _positive_int),
+    ("model.backbone.pretrained2d", _bool),
+    ("model.cls_head.num_classes", _positive_int),
+    ("model.cls_head.in_channels", _positive_int),
+    ("model.roi_head.bbox_head.num_classes", _positive_int),
+    ("model.roi_head.bbox_head.in_channels", _positive_int),
+    ("optimizer.lr", _non_negative_number),
+    ("optimizer.momentum", _non_negative_number),
+    ("optimizer.weight_decay", _non_negative_number),
+    ("checkpoint_config.interval", _positive_int),
+    ("evaluation.interval", _positive_int),
+    ("log_config.interval", _positive_int),
+)
+
+
+def _matches(pattern: str, node: Any, prefix: str = "") -> Iterable[tuple[str, Any]]:
+    """``(dotted key, value)`` for every present, non-None value of ``pattern`` in ``node``."""
+    head, _, rest = pattern.partition(".")
+    if not isinstance(node, Mapping):
+        return
+    if "*" in head:
+        before, _, after = head.partition("*")
+        names = [k for k in node if isinstance(k, str) and k.startswith(before) and k.endswith(after)
+                 and len(k) >= len(before) + len(after)]
+    else:
+        names = [head] if head in node else []
+    for name in names:
+        value = node[name]
+        key = f"{prefix}{name}"
+        if rest:
+            yield from _matches(rest, value, key + ".")
+        elif value is not None:
+            yield key, value
+
+
+def validate_config(cfg: Config, overridden: Iterable[str] = ()) -> None:
+    """Check the well-known keys (epochs, batch sizes, workers, depths, class counts, lr, intervals).
+
+    Raises a :class:`ConfigError` naming the config file and the key (and ``--cfg-options`` when the
+    value came from there).  Keys not listed are checked where they are used (registry builds, engine).
+    """
+    from_cli = set(overridden)
+    for pattern, check in _KEY_CHECKS:
+        for key, value in _matches(pattern, cfg):
+            problem = check(value)
+            if problem is not None:
+                if key in from_cli:
+                    problem += " (set by --cfg-options)"
+                raise cfg.error(problem, key)

@@ -16,6 +16,7 @@ class ConfigError(ValueError):
     """A configuration problem: says the file (when known), the key and what was expected."""
 
     def __init__(self, message: str, key: str | None = None, filename: str | None = None):
+        self.message = message
         self.key = key
         self.filename = filename
         where = []
@@ -135,7 +136,44 @@ class Registry:
             if missing:
                 raise ConfigError(f"{type_name} is missing required argument(s) {missing}",
                                   key, filename)
-        return cls(**args)
+        try:
+            return cls(**args)
+        except ConfigError as exc:
+            if exc.filename is not None and not (key and exc.key is not None and not _is_absolute(exc.key, key)):
+                raise
+            raise ConfigError(exc.message, _join_key(key, exc.key), exc.filename or filename) from exc
+        except _CONSTRUCTOR_ERRORS as exc:
+            if type(exc) not in _CONSTRUCTOR_ERRORS:  # subclasses (project errors) name their own file
+                raise
+            detail = exc.args[0] if isinstance(exc, KeyError) and len(exc.args) == 1 else exc
+            raise ConfigError(f"building {type_name} failed: {type(exc).__name__}: {detail}",
+                              key, filename) from exc
+
+
+# Exceptions a constructor raises about its arguments (exact types only): ``build`` re-raises them as a
+# ConfigError naming the config key and file.  Subclasses (FeatureBankError, DecodeError, ...) pass through.
+_CONSTRUCTOR_ERRORS = (TypeError, ValueError, KeyError)
+
+
+def _root(key: str) -> str:
+    return key.split(".", 1)[0].split("[", 1)[0]
+
+
+def _is_absolute(inner: str, outer: str) -> bool:
+    """Whether ``inner`` (a key raised from inside the build of ``outer``) is a full config path.
+
+    Nested builds name full paths (``model.backbone``); constructors name their own argument
+    (``lfb_cfg.device``, ``modality``), which is relative to the key being built."""
+    root = _root(outer)
+    return inner == root or inner.startswith((root + ".", root + "["))
+
+
+def _join_key(outer: str, inner: str | None) -> str | None:
+    if not inner:
+        return outer or None
+    if not outer or _is_absolute(inner, outer):
+        return inner
+    return f"{outer}.{inner}"
 
 
 MODELS = Registry("models")

@@ -1,10 +1,15 @@
-"""MMAction2-compatible test entry: ``python tools/test.py CONFIG CKPT --eval mAP --out results.csv``."""
+"""MMAction2-compatible test entry: ``python tools/test.py CONFIG CKPT --eval mAP --out results.csv``.
+
+Errors print their message alone (``--debug`` or ``ACTIONKIT_DEBUG=1``: the traceback); see
+:func:`actionkit.cli.run_command`.
+"""
 import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from actionkit.cli import run_command  # noqa: E402
 from actionkit.engine.entry import test_main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(test_main(sys.argv[1:]) or 0)
+    sys.exit(run_command(test_main, sys.argv[1:], "test.py"))
