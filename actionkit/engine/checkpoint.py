@@ -153,7 +153,13 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
     Classes outside the allow-list become inert dicts ``{'__unloaded_class__': 'module.Name', ...}`` inside
     the ``meta`` / ``message_hub`` / ``param_schedulers`` parts (with a warning); anywhere else the load
     fails with :class:`CheckpointError`.  Never runs a plain unpickler, never executes checkpoint code.
+    ``filename`` may also be an http(s) URL or a model zoo name: its cached download is loaded
+    (:func:`actionkit.zoo.resolve_checkpoint`).
     """
+    from ..zoo import is_checkpoint_reference, resolve_checkpoint
+
+    if is_checkpoint_reference(filename):
+        filename = resolve_checkpoint(filename)
     head = _check_file(filename)
     placeholders: dict[str, type] = {}
     # For zip checkpoints list the unknown globals up front (a static scan of the pickle).
