@@ -12,25 +12,26 @@ Two modes, both reproducing their reference's numbers (including the order in wh
 
 Both: Pascal VOC all-points AP per class at IoU >= 0.5 with greedy matching in score order (each detection takes
 its first argmax-IoU GT box of the class, no fallback), ``np.argsort(scores)[::-1]`` ranking, mean over the
-label-map classes that have GT. The csv readers are vectorised (numpy only) and reject bad rows naming file:line.
+label-map classes that have GT. The files are read by :mod:`actionkit.evaluation.ava_csv` (errors name file:line).
 """
 from __future__ import annotations
 
 import argparse
-import decimal
 import json
 import logging
 import os
-import re
 import sys
 import warnings
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
 from actionkit.utils import atomic_write
+
+from .ava_csv import (  # noqa: F401 - re-exported: the readers live in ava_csv
+    MODES, AVAFormatError, AVARows, make_image_key, read_ava_csv, read_exclusions, read_labelmap,
+)
 
 __all__ = [
     "AVAFormatError", "AVAFrameEvaluator", "AVARows", "CATEGORY_GROUPS", "FrameMAPResult", "evaluate_rows", "frame_map",
@@ -38,95 +39,6 @@ __all__ = [
 ]
 
 
-class AVAFormatError(ValueError):
-    """A malformed AVA annotation / label-map / detection file; the message names the file and line."""
-
-
-_PBTXT_FIELD = re.compile(r"^\s*(name|id|label_id|display_name|label_type)\s*:\s*(.*?)\s*$")
-_TXT_ENTRY = re.compile(r"^\s*(\d+)\s*:\s*(.+?)\s*$")
-
-
-def read_labelmap(path: str | os.PathLike) -> tuple[list[dict], list[int]]:
-    """Read an AVA label map.
-
-    Accepts the pbtxt forms ``item { name: "..." id: N }`` and ``label { name: "..." label_id: N ... }``
-    (one field per line, as in the published files) and the plain ``N: name`` text form
-    (``tools/data/ava/label_map.txt``). Returns ``(categories, class_ids)``: ``categories`` is a list of
-    ``{'id': int, 'name': str}`` in file order and ``class_ids`` the ids in the same order.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise AVAFormatError(f"{path}: label map is not UTF-8 text ({e})") from None
-    lines = text.splitlines()
-    if not any(_PBTXT_FIELD.match(ln) or "{" in ln for ln in lines):
-        return _read_text_labelmap(path, lines)
-    categories: list[dict] = []
-    seen: dict[int, int] = {}
-    name: str | None = None
-    name_line = 0
-    for lineno, line in enumerate(lines, 1):
-        m = _PBTXT_FIELD.match(line)
-        if not m:
-            stripped = line.strip()
-            if stripped.startswith("}"):
-                if name is not None:
-                    raise AVAFormatError(f"{path}:{name_line}: name {name!r} has no id / label_id in its block")
-            continue
-        key, value = m.group(1), m.group(2)
-        if key == "name":
-            if name is not None:
-                raise AVAFormatError(f"{path}:{lineno}: a second name before an id (previous name on line {name_line})")
-            if len(value) < 2 or value[0] != '"' or value[-1] != '"':
-                raise AVAFormatError(f'{path}:{lineno}: expected name: "..." (a double-quoted string), got {value!r}')
-            name, name_line = value[1:-1], lineno
-        elif key in ("id", "label_id"):
-            if name is None:
-                raise AVAFormatError(f"{path}:{lineno}: {key} without a preceding name")
-            try:
-                class_id = int(value)
-            except ValueError:
-                raise AVAFormatError(f"{path}:{lineno}: {key} must be an integer, got {value!r}") from None
-            if class_id < 1:
-                raise AVAFormatError(f"{path}:{lineno}: class id must be >= 1, got {class_id}")
-            if class_id in seen:
-                raise AVAFormatError(f"{path}:{lineno}: duplicate class id {class_id} (first on line {seen[class_id]})")
-            seen[class_id] = lineno
-            categories.append({"id": class_id, "name": name})
-            name = None
-    if name is not None:
-        raise AVAFormatError(f"{path}:{name_line}: name {name!r} has no id / label_id")
-    if not categories:
-        raise AVAFormatError(f"{path}: no classes found (expected item {{ name: ... id: ... }} blocks)")
-    return categories, [c["id"] for c in categories]
-
-
-def _read_text_labelmap(path: Path, lines: list[str]) -> tuple[list[dict], list[int]]:
-    categories: list[dict] = []
-    seen: dict[int, int] = {}
-    for lineno, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        m = _TXT_ENTRY.match(line)
-        if not m:
-            raise AVAFormatError(f"{path}:{lineno}: expected 'ID: name' or pbtxt item blocks, got {line.strip()!r}")
-        class_id = int(m.group(1))
-        if class_id < 1:
-            raise AVAFormatError(f"{path}:{lineno}: class id must be >= 1, got {class_id}")
-        if class_id in seen:
-            raise AVAFormatError(f"{path}:{lineno}: duplicate class id {class_id} (first on line {seen[class_id]})")
-        seen[class_id] = lineno
-        categories.append({"id": class_id, "name": m.group(2)})
-    if not categories:
-        raise AVAFormatError(f"{path}: empty label map (no classes found)")
-    return categories, [c["id"] for c in categories]
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Fast csv reading
-# ---------------------------------------------------------------------------------------------------------------------
-MODES = ("mmaction", "official")
 OFFICIAL_CAPACITY = 50
 # Standard AVA action-type groups (ids of ava_action_list_v2.x.pbtxt label_type).
 CATEGORY_GROUPS = {
@@ -134,451 +46,6 @@ CATEGORY_GROUPS = {
     "PersonObject": (15, 63),
     "PersonPerson": (64, 80),
 }
-
-_P10 = 10.0 ** np.arange(24)
-_MAX_FAST_WIDTH = 24
-
-
-class _Buffer:
-    """The bytes of one csv file, padded so that fixed-width row gathers never run past the end."""
-
-    PAD = 64
-
-    def __init__(self, pad: np.ndarray, size: int, path: str):
-        self.path = path
-        self.pad = pad
-        self.size = size
-        self.raw = pad[:size]
-
-    @classmethod
-    def from_path(cls, path: str) -> "_Buffer":
-        try:
-            with open(path, "rb", buffering=0) as f:
-                size = os.fstat(f.fileno()).st_size
-                pad = np.zeros(size + cls.PAD, np.uint8)
-                view = memoryview(pad)[:size]
-                got = 0
-                while got < size:
-                    k = f.readinto(view[got:])
-                    if not k:
-                        break
-                    got += k
-        except OSError as e:
-            raise AVAFormatError(f"{path}: cannot read ({e.strerror or e})") from None
-        return cls(pad, got, path)
-
-    @classmethod
-    def from_bytes(cls, data: bytes, path: str) -> "_Buffer":
-        pad = np.zeros(len(data) + cls.PAD, np.uint8)
-        pad[: len(data)] = np.frombuffer(data, np.uint8)
-        return cls(pad, len(data), path)
-
-    def gather(self, starts: np.ndarray, width: int) -> np.ndarray:
-        """Rows ``[n, width]`` of the bytes at ``starts`` (bytes past each field are left as they are)."""
-        if width <= 0 or len(starts) == 0:
-            return np.zeros((len(starts), max(width, 0)), np.uint8)
-        if width > self.PAD:
-            idx = starts[:, None] + np.arange(width)[None, :]
-            return self.pad[np.minimum(idx, len(self.pad) - 1)]
-        view = np.lib.stride_tricks.as_strided(self.pad, shape=(self.size + 1, width), strides=(1, 1), writeable=False)
-        return view[starts]
-
-    def text(self, start: int, end: int) -> str:
-        return self.raw[start:end].tobytes().decode("utf-8", errors="replace")
-
-
-def _split_lines(buf: _Buffer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Start / end offsets (without ``\\r\\n``) and 1-based numbers of the non-empty lines."""
-    raw = buf.raw
-    if buf.size == 0:
-        z = np.zeros(0, np.int64)
-        return z, z, z
-    ends = np.flatnonzero(raw == 10)
-    if raw[-1] != 10:
-        ends = np.append(ends, buf.size)
-    starts = np.empty_like(ends)
-    starts[0] = 0
-    starts[1:] = ends[:-1] + 1
-    lineno = np.arange(1, len(ends) + 1, dtype=np.int64)
-    cr = (buf.pad[np.maximum(ends - 1, 0)] == 13) & (ends > starts)
-    if cr.any():
-        ends = ends - cr
-    keep = ends > starts
-    if not keep.all():
-        starts, ends, lineno = starts[keep], ends[keep], lineno[keep]
-    return starts, ends, lineno
-
-
-def _split_fields(buf: _Buffer, starts, ends, lineno, allowed: tuple[int, ...], what: str):
-    """Per-row column count, and the comma offsets ``[n, max(allowed) - 1]`` (-1 where a row has fewer)."""
-    n = len(starts)
-    k = max(allowed) - 1
-    commas = np.flatnonzero(buf.raw == 44)
-    if len(commas) == k * n and n:
-        cm = commas.reshape(n, k)
-        if (cm[:, 0] >= starts).all() and (cm[:, -1] < ends).all():
-            return np.full(n, k + 1, np.int64), cm
-    first = np.searchsorted(commas, starts)
-    ncol = np.searchsorted(commas, ends) - first + 1
-    bad = ~np.isin(ncol, allowed)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise AVAFormatError(
-            f"{buf.path}:{lineno[i]}: {what} rows need {' or '.join(map(str, allowed))} comma-separated columns, "
-            f"got {ncol[i]}: {buf.text(starts[i], ends[i])[:200]!r}")
-    cm = np.full((n, k), -1, np.int64)
-    for j in range(k):
-        has = ncol > j + 1
-        cm[has, j] = commas[first[has] + j]
-    return ncol, cm
-
-
-class _Fields:
-    """Field offsets of the rows of one csv: field ``j`` of row ``i`` is ``[start(j)[i], end(j)[i])``."""
-
-    def __init__(self, starts, ends, ncol, cm):
-        self.starts, self.ends, self.ncol, self.cm = starts, ends, ncol, cm
-        self.full = bool((ncol == cm.shape[1] + 1).all())
-
-    def subset(self, rows: np.ndarray) -> "_Fields":
-        return _Fields(self.starts[rows], self.ends[rows], self.ncol[rows], self.cm[rows])
-
-    def start(self, j: int) -> np.ndarray:
-        return self.starts if j == 0 else self.cm[:, j - 1] + 1
-
-    def end(self, j: int) -> np.ndarray:
-        if j >= self.cm.shape[1]:
-            return self.ends
-        e = self.cm[:, j]
-        return e if self.full else np.where(e < 0, self.ends, e)
-
-
-def _parse_numbers(buf: _Buffer, fs: np.ndarray, fe: np.ndarray, lineno: np.ndarray, name: str,
-                   integer: bool = False) -> np.ndarray:
-    """Parse decimal text fields exactly as Python's ``float()`` (or ``int()``) does, vectorised.
-
-    Plain ``[-+]digits[.digits]`` fields with at most 15 digits take the fast path: the integer mantissa and a power
-    of ten are both exact in float64, so one IEEE division gives the correctly rounded value (the same as ``float``).
-    Anything else (exponents, spaces, long mantissas, garbage) goes through Python, which reports the line.
-    """
-    n = len(fs)
-    out = np.zeros(n, np.float64)
-    if n == 0:
-        return out
-    w = fe - fs
-    if (w <= 0).any():
-        i = int(np.argmax(w <= 0))
-        raise AVAFormatError(f"{buf.path}:{lineno[i]}: empty {name} field")
-    counts = np.bincount(np.minimum(w, _MAX_FAST_WIDTH + 1))
-    bad = np.zeros(n, bool)
-    for width in np.flatnonzero(counts).tolist():
-        if width > _MAX_FAST_WIDTH:
-            bad |= w > _MAX_FAST_WIDTH
-            continue
-        idx = None if counts[width] == n else np.flatnonzero(w == width)
-        sub_fs = fs if idx is None else fs[idx]
-        vals, sub_bad = _parse_fixed_width(buf, sub_fs, width, integer)
-        if idx is None:
-            out, bad = vals, sub_bad
-        else:
-            out[idx] = vals
-            bad[idx] = sub_bad
-    slow = bool(bad.any())
-    if slow and not integer:  # long mantissas, exponents, spaces: numpy's string cast (correctly rounded)
-        bi = np.flatnonzero(bad)
-        bw = int(w[bi].max())
-        if bw <= 64:
-            S = np.ascontiguousarray(buf.gather(fs[bi], bw)).copy()
-            S[np.arange(bw)[None, :] >= w[bi][:, None]] = 0
-            try:
-                out[bi] = S.view(f"S{bw}").reshape(-1).astype(np.float64)
-                bad[bi] = False
-            except ValueError:
-                pass  # some field is not a number: find and report it below
-    if bad.any():
-        for i in np.flatnonzero(bad):
-            text = buf.text(fs[i], fe[i])
-            try:
-                v = float(int(text)) if integer else float(text)
-            except ValueError:
-                kind = "an integer" if integer else "a number"
-                raise AVAFormatError(f"{buf.path}:{lineno[i]}: {name} must be {kind}, got {text!r}") from None
-            out[i] = v
-    if slow and not np.isfinite(out).all():  # the fast path only yields finite values
-        i = int(np.argmax(~np.isfinite(out)))
-        raise AVAFormatError(f"{buf.path}:{lineno[i]}: {name} is not finite: {buf.text(fs[i], fe[i])!r}")
-    return out
-
-
-def _parse_fixed_width(buf: _Buffer, fs: np.ndarray, width: int, integer: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Values and a 'needs the slow path' mask for fields that all have ``width`` characters."""
-    n = len(fs)
-    F = np.ascontiguousarray(buf.gather(fs, width).T)  # [width, n]
-    D = F - np.uint8(48)
-    isd = D < 10
-    # common case: every row has the same shape (digits, and the dot / sign at the same places as row 0)
-    shape0 = F[:, 0]
-    same = True
-    dot_at = -1
-    for j in range(width):
-        c = int(shape0[j])
-        if 48 <= c <= 57:
-            same = same and bool(isd[j].all())
-        elif c == 46 and dot_at < 0 and not integer:
-            dot_at = j
-            same = same and bool((F[j] == 46).all())
-        else:
-            same = False
-        if not same:
-            break
-    if same:
-        digit_pos = [j for j in range(width) if j != dot_at]
-        if 0 < len(digit_pos) <= 15:
-            it = np.int32 if len(digit_pos) <= 9 else np.int64
-            mi = np.zeros(n, it)
-            for k, j in enumerate(digit_pos):
-                mi += D[j].astype(it) * it(10 ** (len(digit_pos) - 1 - k))
-            mant = mi.astype(np.float64)  # exact: fewer than 2**53
-            frac = 0 if dot_at < 0 else width - 1 - dot_at
-            return (mant / _P10[frac] if frac else mant), np.zeros(n, bool)
-    # general case: per-row digit positions
-    isdot = F == 46
-    sign = np.zeros_like(isd)
-    sign[0] = (F[0] == 45) | (F[0] == 43)
-    other = ~isd & ~isdot & ~sign
-    ndig = isd.sum(0)
-    ndot = isdot.sum(0)
-    bad = other.any(0) | (ndot > 1) | (ndig == 0) | (ndig > 15)
-    if integer:
-        bad |= ndot > 0
-    after = np.cumsum(isd[::-1], axis=0, dtype=np.int8)[::-1] - isd
-    seen_dot = np.cumsum(isdot, axis=0, dtype=np.int8) > 0
-    frac = np.where(bad, 0, (isd & seen_dot).sum(0))
-    mant = np.zeros(n, np.float64)
-    for j in range(width):
-        mant += np.where(isd[j], D[j], 0) * _P10[np.minimum(np.where(isd[j], after[j], 0), 23)]
-    val = mant / _P10[frac]
-    neg = F[0] == 45
-    val[neg] = -val[neg]
-    return val, bad
-
-
-_WORD_MASK = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [(1 << 64) - 1], np.uint64)
-
-
-def _masked_words(buf: _Buffer, starts: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """The bytes ``[start, start+len)`` of each row as ``[n, words]`` uint64 (zero past the end)."""
-    nw = max(1, (int(lens.max()) + 7) // 8) if len(lens) else 1
-    K = np.ascontiguousarray(buf.gather(starts, nw * 8)).view("<u8").copy()
-    for w in range(nw):
-        K[:, w] &= _WORD_MASK[np.clip(lens - 8 * w, 0, 8)]
-    return K
-
-
-def _runs(K: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """Mask of the rows that differ from the previous row."""
-    head = np.ones(len(lens), bool)
-    if len(lens) > 1:
-        d = lens[1:] != lens[:-1]
-        for w in range(K.shape[1]):
-            d |= K[1:, w] != K[:-1, w]
-        head[1:] = d
-    return head
-
-
-def _unique_rows(K: np.ndarray, lens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """First index of each distinct row (first-appearance order) and the inverse (row -> distinct id)."""
-    cols = [lens] + [K[:, w] for w in range(K.shape[1])]
-    o = np.lexsort(cols[::-1])
-    d = np.zeros(len(o), bool)
-    d[0] = True
-    for c in cols:
-        cs = c[o]
-        d[1:] |= cs[1:] != cs[:-1]
-    gid_sorted = np.cumsum(d) - 1
-    inv = np.empty(len(o), np.int64)
-    inv[o] = gid_sorted
-    first = np.full(int(gid_sorted[-1]) + 1, len(o), np.int64)
-    np.minimum.at(first, inv, np.arange(len(o)))
-    rank = np.empty(len(first), np.int64)
-    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
-    return np.sort(first), rank[inv]
-
-
-def _make_key(vid: str, ts, mode: str) -> str:
-    """The image key: ``'%s,%04d' % (vid, int(ts))`` (MMAction2 0.x) or ``'%s,%.6f' % (vid, ts)`` (official)."""
-    if mode == "official":
-        return "%s,%.6f" % (vid, decimal.Decimal(ts) if isinstance(ts, str) else ts)
-    return "%s,%04d" % (vid, int(ts))
-
-
-def _factorize_keys(buf: _Buffer, f: _Fields, lineno, mode: str) -> tuple[np.ndarray, list[str]]:
-    """Map each row's ``video_id,timestamp`` to an index into the list of image keys (first-appearance order)."""
-    starts, vid_end, key_end = f.start(0), f.end(0), f.end(1)
-    n = len(starts)
-    if n == 0:
-        return np.zeros(0, np.int64), []
-    klen = key_end - starts
-    K = _masked_words(buf, starts, klen)
-    head = _runs(K, klen)
-    heads = np.flatnonzero(head)
-    run_id = np.cumsum(head) - 1
-    # distinct raw texts among the run heads
-    if len(heads) < n:
-        K, klen_h = K[heads], klen[heads]
-    else:
-        klen_h = klen
-    first, raw_of_head = _unique_rows(K, klen_h)
-    reps = heads[first]
-    del K
-    # per distinct text: video id and timestamp
-    vlen = vid_end[reps] - starts[reps]
-    if (vlen == 0).any():
-        i = reps[int(np.argmax(vlen == 0))]
-        raise AVAFormatError(f"{buf.path}:{lineno[i]}: empty video id")
-    ts = _parse_numbers(buf, vid_end[reps] + 1, key_end[reps], lineno[reps], "timestamp",
-                        integer=(mode != "official"))
-    V = _masked_words(buf, starts[reps], vlen)
-    vfirst, vid_of = _unique_rows(V, vlen)
-    vids = [buf.text(int(starts[reps[i]]), int(vid_end[reps[i]])) for i in vfirst.tolist()]
-    if mode == "official":
-        texts = ["%s,%.6f" % (vids[v], t) for v, t in zip(vid_of.tolist(), ts.tolist())]
-    else:
-        texts = ["%s,%04d" % (vids[v], t) for v, t in zip(vid_of.tolist(), ts.astype(np.int64).tolist())]
-    index = {k: i for i, k in enumerate(dict.fromkeys(texts))}
-    keys = list(index)
-    raw_to_key = np.array([index[k] for k in texts], np.int64).reshape(-1)
-    return raw_to_key[raw_of_head[run_id]], keys
-
-
-@dataclass
-class AVARows:
-    """One AVA csv (ground truth or detections), column arrays of its box rows."""
-
-    path: str
-    mode: str
-    keys: list[str]                 # image keys of every row (box rows and 2-column rows), first-appearance order
-    key: np.ndarray                 # [n] int64 index into ``keys`` of each box row
-    boxes: np.ndarray               # [n, 4] float64 x1, y1, x2, y2 (normalized)
-    labels: np.ndarray              # [n] int64 action ids
-    scores: np.ndarray              # [n] float64 (1.0 for 7-column rows; for GT the 8th column, as the reference)
-    lineno: np.ndarray              # [n] int64 1-based line numbers
-    skipped_classes: dict = field(default_factory=dict)  # action id -> rows skipped (not in the label map)
-    num_empty_rows: int = 0         # 2-column rows (keyframes listed without boxes)
-
-    @property
-    def num_rows(self) -> int:
-        return len(self.key)
-
-
-def _empty_rows(path: str, mode: str) -> AVARows:
-    return AVARows(str(path), mode, [], np.zeros(0, np.int64), np.zeros((0, 4)), np.zeros(0, np.int64), np.zeros(0),
-                   np.zeros(0, np.int64))
-
-
-def read_ava_csv(path: str | os.PathLike, kind: str = "gt", mode: str = "mmaction",
-                 class_whitelist: Iterable[int] | None = None, unknown_class: str = "skip",
-                 data: bytes | None = None) -> AVARows:
-    """Read an AVA ground-truth (``kind='gt'``: 2, 7 or 8 columns) or detection csv (``kind='det'``: 8 columns).
-
-    Rows are ``video_id, timestamp, x1, y1, x2, y2, action_id[, score|person_id]``; 2-column rows list a keyframe
-    without boxes. Boxes must satisfy ``0 <= x1 <= x2 <= 1`` and ``0 <= y1 <= y2 <= 1``. Rows whose action id is not
-    in ``class_whitelist`` are skipped and counted (``unknown_class='skip'``, the reference behaviour) or rejected
-    (``'error'``). Image keys follow ``mode`` (``'video,%04d'`` of ``int(ts)``, or ``'video,%.6f'`` for the official
-    script). Every error names the file and the line. ``data`` reads these bytes instead of the file.
-    """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if kind not in ("gt", "det"):
-        raise ValueError(f"kind must be 'gt' or 'det', got {kind!r}")
-    if unknown_class not in ("skip", "error"):
-        raise ValueError(f"unknown_class must be 'skip' or 'error', got {unknown_class!r}")
-    path = str(path)
-    buf = _Buffer.from_path(path) if data is None else _Buffer.from_bytes(data, path)
-    starts, ends, lineno = _split_lines(buf)
-    if len(starts) == 0:
-        return _empty_rows(path, mode)
-    allowed = (2, 7, 8) if kind == "gt" else (2, 8)
-    what = "ground-truth" if kind == "gt" else "detection"
-    ncol, cm = _split_fields(buf, starts, ends, lineno, allowed, what)
-    f = _Fields(starts, ends, ncol, cm)
-    key_idx, keys = _factorize_keys(buf, f, lineno, mode)
-    box_rows = ncol >= 7
-    num_empty = len(box_rows) - int(box_rows.sum())
-    if num_empty:
-        sel = np.flatnonzero(box_rows)
-        f, ncol, lineno, key_idx = f.subset(sel), ncol[sel], lineno[sel], key_idx[sel]
-    labels = _parse_numbers(buf, f.start(6), f.end(6), lineno, "action id", integer=True).astype(np.int64)
-    if len(labels) and labels.min() < 1:
-        i = int(np.argmax(labels < 1))
-        raise AVAFormatError(f"{path}:{lineno[i]}: action id must be >= 1, got {labels[i]}")
-    skipped: dict[int, int] = {}
-    if class_whitelist is not None and len(labels):
-        wl = np.zeros(max(int(labels.max()), max(class_whitelist, default=0)) + 1, bool)
-        wl[[int(c) for c in class_whitelist]] = True
-        keep = wl[labels]
-        if not keep.all():
-            if unknown_class == "error":
-                i = int(np.argmax(~keep))
-                raise AVAFormatError(f"{path}:{lineno[i]}: action id {labels[i]} is not in the label map")
-            cnt = np.bincount(labels[~keep])
-            skipped = {int(i): int(cnt[i]) for i in np.flatnonzero(cnt)}
-            sel = np.flatnonzero(keep)
-            f, ncol, lineno, key_idx, labels = f.subset(sel), ncol[sel], lineno[sel], key_idx[sel], labels[sel]
-    n = len(labels)
-    boxes = np.empty((n, 4), np.float64)
-    for j, name in enumerate(("x1", "y1", "x2", "y2")):
-        boxes[:, j] = _parse_numbers(buf, f.start(2 + j), f.end(2 + j), lineno, name)
-    scores = np.ones(n, np.float64)
-    has8 = ncol == 8
-    if has8.any():
-        sname = "score" if kind == "det" else "8th column (person id / score)"
-        if has8.all():
-            scores = _parse_numbers(buf, f.start(7), f.end(7), lineno, sname)
-        else:
-            sub = f.subset(np.flatnonzero(has8))
-            scores[has8] = _parse_numbers(buf, sub.start(7), sub.end(7), lineno[has8], sname)
-    _check_boxes(path, boxes, lineno)
-    return AVARows(path, mode, keys, key_idx, boxes, labels, scores, lineno, skipped, num_empty)
-
-
-def _check_boxes(path: str, boxes: np.ndarray, lineno: np.ndarray) -> None:
-    if len(boxes) == 0:
-        return
-    if boxes.min() < 0 or boxes.max() > 1:
-        out = ((boxes < 0) | (boxes > 1)).any(1)
-        i = int(np.argmax(out))
-        raise AVAFormatError(f"{path}:{lineno[i]}: box coordinates must lie in [0, 1], got {boxes[i].tolist()}")
-    inv = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    if inv.any():
-        i = int(np.argmax(inv))
-        raise AVAFormatError(f"{path}:{lineno[i]}: box has x2 < x1 or y2 < y1: {boxes[i].tolist()}")
-
-
-def read_exclusions(path: str | os.PathLike | None, mode: str = "mmaction") -> set[str]:
-    """Read ``video_id,timestamp`` rows into a set of image keys (empty set for ``None``)."""
-    if path is None:
-        return set()
-    path = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise AVAFormatError(f"{path}: cannot read exclusions ({e})") from None
-    out: set[str] = set()
-    for lineno, line in enumerate(text.splitlines(), 1):
-        line = line.strip()
-        if not line:
-            continue
-        cols = line.split(",")
-        if len(cols) != 2:
-            raise AVAFormatError(
-                f"{path}:{lineno}: exclusion rows need 2 columns (video_id,timestamp), got {len(cols)}")
-        try:
-            out.add(_make_key(cols[0], cols[1], mode))
-        except (ValueError, decimal.InvalidOperation):
-            raise AVAFormatError(f"{path}:{lineno}: bad timestamp {cols[1]!r}") from None
-    return out
-
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Evaluation
@@ -859,6 +326,7 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     """Frame mAP of ``det`` against ``gt`` (both read with the label map as whitelist). See :func:`frame_map`."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    _check_iou(iou)
     if gt.mode != mode or det.mode != mode:
         raise ValueError(f"csvs were read for mode {gt.mode!r}/{det.mode!r}, evaluating in {mode!r}")
     excluded = set(excluded)
@@ -868,7 +336,11 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     wl = np.zeros(num_class + 1, bool)
     wl[ids] = True
     stats: dict = {"gt_rows_skipped_class": int(sum(gt.skipped_classes.values())),
-                   "det_rows_skipped_class": int(sum(det.skipped_classes.values()))}
+                   "det_rows_skipped_class": int(sum(det.skipped_classes.values())),
+                   "det_rows_degenerate_box": det.num_degenerate_boxes,
+                   "det_rows_box_outside_image": det.num_outside_boxes,
+                   "det_rows_score_outside_0_1": det.num_scores_outside,
+                   "det_rows_duplicated": det.num_duplicate_rows}
     capacity = OFFICIAL_CAPACITY if mode == "official" else 0
 
     # ---- ground truth: per key (not excluded), the reference's within-key order, then split by class
@@ -963,6 +435,11 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     return FrameMAPResult(mean_ap, per_class, names, {c: int(num_gt[c]) for c in ids}, groups, mode, iou, stats)
 
 
+def _check_iou(iou: float) -> None:
+    if not (0.0 < float(iou) <= 1.0):
+        raise ValueError(f"the IoU threshold must lie in (0, 1], got {iou}")
+
+
 def _load_labelmap(label_map) -> tuple[list[dict], list[int]]:
     if isinstance(label_map, (str, os.PathLike)):
         return read_labelmap(label_map)
@@ -991,6 +468,7 @@ def frame_map(gt, detections, label_map, exclusions=None, mode: str = "mmaction"
     label-map classes that have GT.
     """
     log = logger or logging.getLogger(__name__)
+    _check_iou(iou)
     categories, ids = _load_labelmap(label_map)
     if custom_classes is not None:
         custom = [int(c) for c in custom_classes]
@@ -1023,7 +501,19 @@ def frame_map(gt, detections, label_map, exclusions=None, mode: str = "mmaction"
         log.warning("%s: %d keyframes (%d rows) are not in the ground truth: %s", detections.path,
                     st["det_keys_not_in_gt"], st["det_rows_not_in_gt"], what)
     if st["det_rows_invalid_box"]:
-        log.warning("%s: %d detections with zero-area boxes dropped", detections.path, st["det_rows_invalid_box"])
+        log.warning("%s: %d detections with zero-area or degenerate boxes dropped (%d with x2 < x1 or y2 < y1); "
+                    "the official script drops them too, so they can never match", detections.path,
+                    st["det_rows_invalid_box"], st["det_rows_degenerate_box"])
+    if st["det_rows_box_outside_image"]:
+        log.warning("%s: %d detections have box coordinates outside [0, 1]; evaluated as given, as the official "
+                    "script does", detections.path, st["det_rows_box_outside_image"])
+    if st["det_rows_score_outside_0_1"]:
+        log.warning("%s: %d detections have scores outside [0, 1]; ranked as given", detections.path,
+                    st["det_rows_score_outside_0_1"])
+    if st["det_rows_duplicated"]:
+        log.warning("%s: %d detection rows repeat an earlier row's keyframe, box and action; each copy is scored "
+                    "(a duplicate is a false positive once the person is matched), which lowers the mAP",
+                    detections.path, st["det_rows_duplicated"])
     return res
 
 
@@ -1129,6 +619,16 @@ def _fmt(x: float) -> str:
     return "nan" if x is None or np.isnan(x) else f"{x:.6f}"
 
 
+def _iou_arg(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
+    return v
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="actionkit eval-ava", description="AVA frame mAP@0.5IoU of a detection csv.")
     p.add_argument("--gt", required=True, help="ground-truth csv (video,ts,x1,y1,x2,y2,action[,person])")
@@ -1137,7 +637,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--exclude", default=None, help="csv of excluded video,timestamp keyframes")
     p.add_argument("--official", action="store_true",
                    help="ActivityNet get_ava_performance.py rules (top-50 per keyframe, unknown keyframes ignored)")
-    p.add_argument("--iou", type=float, default=0.5)
+    p.add_argument("--iou", type=_iou_arg, default=0.5, help="IoU threshold in (0, 1] (default 0.5)")
     p.add_argument("--json", default=None, help="write the results as json here")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
