@@ -7,15 +7,34 @@ from .config import Config, load_config  # noqa: E402
 from .registry import ConfigError  # noqa: E402
 
 
-def build_model(config, checkpoint=None, device="cpu", strict=True, cfg_options=None):
-    """Build the model of a config (path, dict or :class:`Config`); load ``checkpoint`` if given.
+def build_model(config, checkpoint=None, pretrained=False, device="cpu", strict=True, cfg_options=None):
+    """Build the model of ``config``: a config file, dict or :class:`Config`, or a model zoo name
+    (``actionkit models`` lists them).
 
-    Returns the ``nn.Module`` on ``device`` (in eval mode when a checkpoint is loaded).
+    ``checkpoint`` (a file, an http(s) URL or a zoo name) is loaded if given; ``pretrained=True`` loads the
+    published weights of the zoo entry ``config`` names, e.g.
+    ``build_model("slowfast_r50_4x16x1_256e_kinetics400_rgb", pretrained=True)``.  Downloads go to the cache
+    (``$ACTIONKIT_HOME/checkpoints``).  Returns the ``nn.Module`` on ``device`` (in eval mode when weights
+    are loaded).
     """
     from .models.builder import build_model_from_config
 
     return build_model_from_config(config, checkpoint=checkpoint, device=device, strict=strict,
-                                   cfg_options=cfg_options)
+                                   cfg_options=cfg_options, pretrained=pretrained)
 
 
-__all__ = ["Config", "ConfigError", "build_model", "load_config", "__version__"]
+def __getattr__(name):
+    # the zoo / label helpers without importing them at package import
+    if name in ("list_models", "get_model_entry", "download_checkpoint", "resolve_checkpoint"):
+        from . import zoo
+
+        return getattr(zoo, name)
+    if name in ("load_label_map", "class_names_for_config"):
+        from . import labels
+
+        return getattr(labels, name)
+    raise AttributeError(f"module 'actionkit' has no attribute '{name}'")
+
+
+__all__ = ["Config", "ConfigError", "build_model", "class_names_for_config", "download_checkpoint",
+           "get_model_entry", "list_models", "load_config", "load_label_map", "resolve_checkpoint", "__version__"]

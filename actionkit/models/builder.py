@@ -1,7 +1,8 @@
-"""``build_model``: config (path, dict or Config) -> nn.Module, optionally with a checkpoint loaded."""
+"""``build_model``: config (path, dict, Config or model zoo name) -> nn.Module, optionally with weights loaded."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from torch import nn
@@ -21,14 +22,57 @@ def _clear_pretrained(model_cfg: dict) -> None:
                 backbone[path]["pretrained"] = None
 
 
+def resolve_config(config: str | os.PathLike | Mapping[str, Any] | Config):
+    """``(config, zoo entry or None)``: a model zoo name (one that is not an existing file) becomes its shipped
+    config file; a config file of a zoo config is paired with the entry of its plain name; anything else is
+    returned as is with ``None``."""
+    from .. import zoo
+
+    if isinstance(config, (str, os.PathLike)):
+        spec = os.fspath(config)
+        if os.path.exists(spec):
+            return config, zoo.find_model_entry(Path(spec).stem)
+        entry = zoo.find_model_entry(spec) if not zoo.looks_like_path(spec.removesuffix(".py")) else None
+        if entry is not None:
+            return zoo.config_path(entry), zoo.get_model_entry(spec)
+        if not zoo.looks_like_path(spec):
+            # not a file and not a zoo name: list the close names (a bare word was meant as a name)
+            zoo.get_model_entry(spec)
+        return config, None
+    filename = getattr(config, "filename", None)
+    return config, (zoo.find_model_entry(Path(filename).stem) if filename else None)
+
+
 def build_model_from_config(config: str | os.PathLike | Mapping[str, Any] | Config,
                             checkpoint: str | os.PathLike | None = None, device: str = "cpu",
                             strict: bool = True,
                             cfg_options: Mapping[str, Any] | Iterable[str] | None = None,
-                            init_weights: bool = True) -> nn.Module:
+                            init_weights: bool = True, pretrained: bool = False) -> nn.Module:
+    """Build the model of ``config`` and load weights.
+
+    ``config``: a config file, dict or :class:`Config`, or a model zoo name (its shipped config).
+    ``checkpoint``: a file, an http(s) URL or a zoo name (cached download, see :mod:`actionkit.zoo`).
+    ``pretrained=True`` loads the published weights of the zoo entry ``config`` names (a zoo name, or a zoo
+    config's file: its plain name's checkpoint); it cannot be combined with ``checkpoint``.
+    When weights are loaded, the backbone's own ``pretrained`` is set to None first (as MMAction2's
+    ``tools/test.py`` and ``init_recognizer``), the load is strict by default and the model is in eval mode.
+    """
+    config, entry = resolve_config(config)
+    if pretrained:
+        if checkpoint is not None:
+            raise ValueError("pass either checkpoint=... or pretrained=True, not both")
+        if entry is None:
+            where = getattr(config, "filename", None) if not isinstance(config, (str, os.PathLike)) else config
+            raise ValueError(f"pretrained=True: {where or 'this config'} is not a model zoo config "
+                             "(run 'actionkit models' for the names); pass checkpoint=... instead")
+        checkpoint = entry.url
     cfg = load_config(config, cfg_options)
     if "model" not in cfg:
         raise cfg.error("is required but missing", "model")
+    if checkpoint is not None:
+        from ..zoo import resolve_checkpoint
+
+        checkpoint = resolve_checkpoint(checkpoint)  # before the (slow) build: a bad name fails at once
     model_cfg = cfg.model
     if checkpoint is not None:
         _clear_pretrained(model_cfg)
