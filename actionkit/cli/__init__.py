@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "benchmark": ("actionkit.benchmark", "main", "model speed (videos/s, clips/s) and peak memory"),
     "convert-proposals": ("actionkit.data.ava", "convert_proposals_main", "AVA proposal pickle -> safe .npz"),
     "convert-lfb": ("actionkit.models.lfb", "convert_lfb_main", "MMAction2 lfb_*.pkl -> memory-mapped bank"),
+    "models": ("actionkit.cli.models", "main", "the model zoo: published checkpoints and their metrics"),
+    "download": ("actionkit.cli.download", "main", "download checkpoints by zoo name or URL into the cache"),
 }
 
 
