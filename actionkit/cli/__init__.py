@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert-lfb": ("actionkit.models.lfb", "convert_lfb_main", "MMAction2 lfb_*.pkl -> memory-mapped bank"),
     "models": ("actionkit.cli.models", "main", "the model zoo: published checkpoints and their metrics"),
     "download": ("actionkit.cli.download", "main", "download checkpoints by zoo name or URL into the cache"),
+    "recognize": ("actionkit.cli.recognize", "main", "top-k actions of videos / frame folders with a model"),
 }
 
 
