@@ -33,8 +33,13 @@ def __getattr__(name):
         from . import labels
 
         return getattr(labels, name)
+    if name in ("init_recognizer", "inference_recognizer"):
+        from . import inference
+
+        return getattr(inference, name)
     raise AttributeError(f"module 'actionkit' has no attribute '{name}'")
 
 
 __all__ = ["Config", "ConfigError", "build_model", "class_names_for_config", "download_checkpoint",
-           "get_model_entry", "list_models", "load_config", "load_label_map", "resolve_checkpoint", "__version__"]
+           "get_model_entry", "inference_recognizer", "init_recognizer", "list_models", "load_config",
+           "load_label_map", "resolve_checkpoint", "__version__"]
