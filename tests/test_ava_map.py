@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from actionkit.evaluation import ava_map
+from actionkit.cli import eval_ava
+from actionkit.evaluation import ava_map, ava_order
 from actionkit.evaluation.ava_map import (
     AVAFormatError,
     AVAFrameEvaluator,
@@ -526,15 +527,15 @@ def test_main_prints_and_writes_json(tmp_path, capsys):
     det = write(tmp_path, "det.csv", [drow(K1, A, 1, 0.9), drow(K3, A, 1, 0.95)])
     lm = write(tmp_path, "l.pbtxt", LABELS3)
     out = tmp_path / "o.json"
-    assert ava_map.main(["--gt", str(gt), "--det", str(det), "--label-map", str(lm), "--json", str(out)]) == 0
+    assert eval_ava.main(["--gt", str(gt), "--det", str(det), "--label-map", str(lm), "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "mAP@0.5IOU = 0.250000" in text and "PersonMovement" in text
     js = json.loads(out.read_text())
     assert js["mAP"] == 0.25 and js["per_class"][2]["ap"] is None and js["stats"]["det_keys_not_in_gt"] == 1
-    assert ava_map.main(["--gt", str(gt), "--det", str(det), "--label-map", str(lm), "--official"]) == 0
+    assert eval_ava.main(["--gt", str(gt), "--det", str(det), "--label-map", str(lm), "--official"]) == 0
     assert "mAP@0.5IOU = 0.500000" in capsys.readouterr().out  # the unknown keyframe is ignored
     bad = write(tmp_path, "bad.csv", "v,0902,0.1\n")
-    assert ava_map.main(["--gt", str(gt), "--det", str(bad), "--label-map", str(lm)]) == 2
+    assert eval_ava.main(["--gt", str(gt), "--det", str(bad), "--label-map", str(lm)]) == 2
     assert "bad.csv:1:" in capsys.readouterr().err
 
 
@@ -551,7 +552,7 @@ def test_vectorised_heaps_equal_heapq(capacity):
     boxes = np.sort(rng.integers(0, 3, (n, 4)) / 4.0, axis=1)[:, [0, 1, 2, 3]]
     rows = ava_map.AVARows("mem", "official", [str(k) for k in range(n_keys)], key, boxes, labels, scores,
                            np.arange(1, n + 1))
-    order = ava_map._order_rows(rows, np.ones(n, bool), np.arange(n_keys), "official", capacity)
+    order = ava_order.reference_order(rows, np.ones(n, bool), np.arange(n_keys), "official", capacity)
     got = defaultdict(list)
     for i in order.tolist():
         got[key[i]].append((scores[i], labels[i], boxes[i, 1], boxes[i, 0], boxes[i, 3], boxes[i, 2]))
@@ -606,7 +607,7 @@ def test_tuple_codes_order_like_python_tuples(n, decimals):
     if decimals is not None:
         scores, boxes = scores.round(decimals), boxes.round(decimals)
     labels = rng.integers(1, 81, n)
-    code, s_code = ava_map._tuple_codes(scores, labels, boxes)  # n=3000 floats: the lexsort fallback
+    code, s_code = ava_order.tuple_codes(scores, labels, boxes)  # n=3000 floats: the lexsort fallback
     tuples = [(scores[i], labels[i], boxes[i, 1], boxes[i, 0], boxes[i, 3], boxes[i, 2]) for i in range(n)]
     i, j = rng.integers(0, n, (2, 20000))
     for a, b in zip(i.tolist(), j.tolist()):
@@ -693,7 +694,7 @@ def test_iou_threshold_outside_0_1_is_refused(tmp_path, capsys):
     lm = write(tmp_path, "l.pbtxt", LABELS3)
     for bad in ("0", "1.5", "-0.5", "abc"):
         with pytest.raises(SystemExit):
-            ava_map.main(["--gt", str(gt), "--det", str(det), "--label-map", str(lm), "--iou", bad])
+            eval_ava.main(["--gt", str(gt), "--det", str(det), "--label-map", str(lm), "--iou", bad])
         assert "--iou" in capsys.readouterr().err
     with pytest.raises(ValueError, match=r"IoU threshold must lie in \(0, 1\]"):
         frame_map(gt, det, lm, iou=0.0)

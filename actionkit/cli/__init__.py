@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("actionkit.engine.entry", "train_main", "train a model from a config (MMAction2 tools/train.py)"),
     "test": ("actionkit.engine.entry", "test_main", "test a checkpoint (MMAction2 tools/test.py)"),
-    "eval-ava": ("actionkit.evaluation.ava_map", "main", "AVA frame mAP of a results csv"),
+    "eval-ava": ("actionkit.cli.eval_ava", "main", "AVA frame mAP of a results csv"),
     "make-synthetic": ("actionkit.data.synthetic", "main", "write synthetic Kinetics- or AVA-format data"),
     "demo": ("actionkit.demo", "main", "synthetic AVA data -> train SlowOnly -> test -> mAP, video and chart"),
     "lfb": ("actionkit.engine.lfb_workflow", "main", "the whole Long-Term Feature Bank workflow"),

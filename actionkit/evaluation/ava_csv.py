@@ -13,12 +13,14 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["AVAFormatError", "AVARows", "MODES", "make_image_key", "read_ava_csv", "read_exclusions",
-           "read_labelmap"]
+from actionkit.utils import atomic_write
+
+__all__ = ["AVAFormatError", "AVARows", "MODES", "format_result_rows", "make_image_key", "read_ava_csv", "read_exclusions",
+           "read_labelmap", "results2csv"]
 
 MODES = ("mmaction", "official")
 
@@ -455,3 +457,60 @@ def read_exclusions(path: str | os.PathLike | None, mode: str = "mmaction") -> s
         except (ValueError, decimal.InvalidOperation):
             raise AVAFormatError(f"{path}:{lineno}: bad timestamp {cols[1]!r}") from None
     return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Results csv
+# ---------------------------------------------------------------------------------------------------------------------
+def _split_key(item) -> tuple[str, int | str]:
+    if isinstance(item, Mapping):
+        return str(item["video_id"]), item["timestamp"]
+    if isinstance(item, str):
+        vid, sep, ts = item.rpartition(",")
+        if not sep:
+            raise ValueError(f"image key {item!r} is not 'video_id,timestamp'")
+        return vid, ts
+    vid, ts = item
+    return str(vid), ts
+
+
+def format_result_rows(results: Sequence, img_keys: Sequence, custom_classes=None, decimals: int | None = 3) -> list[str]:
+    fmt = (lambda x: f"{x:.{decimals}f}") if decimals is not None else repr
+    lines: list[str] = []
+    for sample, item in zip(results, img_keys):
+        vid, ts = _split_key(item)
+        ts_s = str(int(ts)) if isinstance(ts, (int, np.integer)) or str(ts).strip().isdigit() else str(ts)
+        for label, arr in enumerate(sample):
+            arr = np.asarray(arr)
+            if arr.size == 0:
+                continue
+            if arr.ndim != 2 or arr.shape[1] < 5:
+                raise ValueError(f"class {label} of {vid},{ts}: expected a [k, 5] array, got shape {arr.shape}")
+            if custom_classes is not None:
+                if label >= len(custom_classes):
+                    raise ValueError(f"class index {label} has no entry in custom_classes ({len(custom_classes)})")
+                action = int(custom_classes[label])
+            else:
+                action = label + 1
+            for x1, y1, x2, y2, s in arr[:, :5].tolist():
+                lines.append(f"{vid},{ts_s},{fmt(x1)},{fmt(y1)},{fmt(x2)},{fmt(y2)},{action},{fmt(s)}\n")
+    return lines
+
+
+def results2csv(results: Sequence, img_keys, out_path: str | os.PathLike, custom_classes: Sequence[int] | None = None,
+                decimals: int | None = 3) -> int:
+    """Write detector results as MMAction2's ``results2csv`` does (atomically); returns the number of rows.
+
+    ``results[i]`` is a list over classes (index ``l`` -> action ``l+1``, or ``custom_classes[l]``) of ``[k, 5]``
+    arrays ``x1, y1, x2, y2, score``; ``img_keys`` is the matching sequence of ``'video,ts'`` keys, ``(video, ts)``
+    pairs or dataset ``video_infos`` dicts (or a dataset with ``video_infos``). Rows:
+    ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` with floats as ``f'{x:.3f}'``.
+    """
+    if hasattr(img_keys, "video_infos"):
+        img_keys = img_keys.video_infos
+    if len(img_keys) != len(results):
+        raise ValueError(f"{len(results)} results for {len(img_keys)} samples")
+    lines = format_result_rows(results, img_keys, custom_classes, decimals)
+    with atomic_write(out_path, "w", encoding="utf-8") as f:
+        f.write("".join(lines))
+    return len(lines)

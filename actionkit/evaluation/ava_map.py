@@ -1,4 +1,4 @@
-"""AVA frame mAP (MMAction2 0.x ``ava_eval`` and the ActivityNet ``--official`` variant), results csv.
+"""AVA frame mAP (MMAction2 0.x ``ava_eval`` and the ActivityNet ``--official`` variant) and its evaluator.
 
 Two modes, both reproducing their reference's numbers (including the order in which tied scores are processed):
 
@@ -16,26 +16,23 @@ label-map classes that have GT. The files are read by :mod:`actionkit.evaluation
 """
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import os
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from actionkit.utils import atomic_write
-
-from .ava_csv import (  # noqa: F401 - re-exported: the readers live in ava_csv
-    MODES, AVAFormatError, AVARows, make_image_key, read_ava_csv, read_exclusions, read_labelmap,
+from .ava_csv import (  # noqa: F401 - re-exported: reading and writing the files lives in ava_csv
+    MODES, AVAFormatError, AVARows, format_result_rows, make_image_key, read_ava_csv, read_exclusions, read_labelmap,
+    results2csv,
 )
+from .ava_order import reference_order
 
 __all__ = [
     "AVAFormatError", "AVAFrameEvaluator", "AVARows", "CATEGORY_GROUPS", "FrameMAPResult", "evaluate_rows", "frame_map",
-    "main", "read_ava_csv", "read_exclusions", "read_labelmap", "results2csv", "voc_average_precision",
+    "read_ava_csv", "read_exclusions", "read_labelmap", "results2csv", "voc_average_precision",
 ]
 
 
@@ -86,208 +83,6 @@ class FrameMAPResult:
 
 def _key_mask(keys: Sequence[str], members) -> np.ndarray:
     return np.array([k in members for k in keys], bool).reshape(-1)
-
-
-def _order_codes(x: np.ndarray) -> tuple[np.ndarray, int]:
-    """Order-preserving dense integer codes of a float column (equal values -> equal codes), and their count."""
-    if len(x) == 0:
-        return np.zeros(0, np.int64), 1
-    k = np.rint(x * 1000.0)
-    if np.abs(k).max() < 2**40 and np.array_equal(k / 1000.0, x):  # 3-decimal values (the results csv)
-        k = k.astype(np.int64)
-        k -= k.min()
-        return k, int(k.max()) + 1
-    u, inv = np.unique(x, return_inverse=True)
-    return inv.reshape(-1).astype(np.int64), len(u)
-
-
-def _tuple_codes(scores: np.ndarray, labels: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int64 codes ordering rows like the tuples ``(score, action_id, y1, x1, y2, x2)`` of the official script,
-    and the codes of the scores alone."""
-    s_code, s_card = _order_codes(scores)
-    cols = [(s_code, s_card), (labels.astype(np.int64), int(labels.max()) + 1 if len(labels) else 1)]
-    for j in (1, 0, 3, 2):
-        cols.append(_order_codes(boxes[:, j]))
-    total = 1
-    for _, card in cols:
-        total *= card
-    if total < 2**62:
-        code = np.zeros(len(scores), np.int64)
-        for c, card in cols:
-            code = code * card + c
-        return code, s_code
-    o = np.lexsort([c for c, _ in cols[::-1]])
-    diff = np.zeros(len(o), bool)
-    for c, _ in cols:
-        cs = c[o]
-        diff[1:] |= cs[1:] != cs[:-1]
-    code = np.empty(len(o), np.int64)
-    code[o] = np.cumsum(diff)
-    return code, s_code
-
-
-def _simulate_heaps(code: np.ndarray, s_code: np.ndarray, counts: np.ndarray,
-                    capacity: int) -> tuple[np.ndarray, np.ndarray]:
-    """Run the ``heapq`` push / ``heapreplace`` sequence of the official ``read_csv`` on many keyframes at once.
-
-    Items are laid out key after key in arrival order (``counts`` per key, keys sorted by decreasing count);
-    ``code`` orders them as the tuples do, ``s_code`` as their scores. Returns the heap arrays ``[K, width]`` of
-    item indices (-1 for empty slots) and their fill sizes.
-    """
-    K = len(counts)
-    nmax = int(counts.max()) if K else 0
-    width = capacity if capacity > 0 else nmax
-    H = np.full((K, max(width, 1)), -1, np.int64)
-    HC = np.zeros((K, max(width, 1)), np.int64)
-    start = np.zeros(K, np.int64)
-    if K > 1:
-        np.cumsum(counts[:-1], out=start[1:])
-    neg = -counts
-    for j in range(nmax):
-        A = int(np.searchsorted(neg, -j, side="left"))  # keys with more than j items
-        items = start[:A] + j
-        c = code[items]
-        if capacity <= 0 or j < capacity:  # heappush at slot j, then sift towards the root
-            rows = np.arange(A)
-            p = j
-            while p > 0 and len(rows):
-                par = (p - 1) >> 1
-                pc = HC[rows, par]
-                mv = c < pc
-                st = ~mv
-                if st.any():
-                    rs = rows[st]
-                    HC[rs, p] = c[st]
-                    H[rs, p] = items[st]
-                rows, c, items, pc = rows[mv], c[mv], items[mv], pc[mv]
-                HC[rows, p] = pc
-                H[rows, p] = H[rows, par]
-                p = par
-            if len(rows):
-                HC[rows, p] = c
-                H[rows, p] = items
-            continue
-        # heapreplace where the score beats the root's score
-        acc = s_code[items] > s_code[H[:A, 0]]
-        rows = np.flatnonzero(acc)
-        if not len(rows):
-            continue
-        items, c = items[acc], c[acc]
-        pos = np.zeros(len(rows), np.int64)
-        while True:  # heapq._siftup: move the smaller child up until reaching a leaf (ties take the right child)
-            child = 2 * pos + 1
-            go = child < width
-            if not go.any():
-                break
-            r, ch = rows[go], child[go]
-            right = ch + 1
-            has_r = right < width
-            rr = np.where(has_r, right, ch)
-            use_r = has_r & ~(HC[r, ch] < HC[r, rr])
-            ch = np.where(use_r, rr, ch)
-            pg = pos[go]
-            HC[r, pg] = HC[r, ch]
-            H[r, pg] = H[r, ch]
-            pos[go] = ch
-        while True:  # heapq._siftdown: bubble the new item up from that leaf
-            par = (pos - 1) >> 1
-            mv = pos > 0
-            mv[mv] = c[mv] < HC[rows[mv], par[mv]]
-            if not mv.any():
-                break
-            r, pm, pp = rows[mv], pos[mv], par[mv]
-            HC[r, pm] = HC[r, pp]
-            H[r, pm] = H[r, pp]
-            pos[mv] = pp
-        HC[rows, pos] = c
-        H[rows, pos] = items
-    sizes = np.minimum(counts, width) if capacity > 0 else counts.copy()
-    return H, sizes
-
-
-def _order_rows(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: str, capacity: int,
-                stats: dict | None = None) -> np.ndarray:
-    """Indices of the selected rows in the reference's processing order: keys in ``key_rank`` order, inside a key
-    the reference's score order (stable sort by descending score in MMAction2; the heap of the official script,
-    top-``capacity`` by score when ``capacity > 0``)."""
-    idx = np.flatnonzero(sel)
-    if len(idx) == 0:
-        return idx
-    kr = key_rank[rows.key[idx]]
-    s_code, s_card = _order_codes(rows.scores[idx])
-    if (int(kr.max()) + 1) * s_card < 2**62:  # one stable sort of (key rank, descending score)
-        order = idx[np.argsort(kr * s_card + (s_card - 1 - s_code), kind="stable")]
-    else:
-        order = idx[np.lexsort((-rows.scores[idx], kr))]
-    del s_code
-    if mode != "official":
-        return order
-    # official: simulate the heap where its layout can matter, i.e. keys over capacity, or with two different
-    # boxes of one class at one score (their order decides the greedy matching); elsewhere the score order is it.
-    kr_o = key_rank[rows.key[order]]
-    s_o = rows.scores[order]
-    n = len(order)
-    bounds = np.flatnonzero(np.r_[True, kr_o[1:] != kr_o[:-1], True])
-    gstart, gend = bounds[:-1], bounds[1:]
-    need = np.zeros(len(gstart), bool)
-    if capacity > 0:
-        need |= (gend - gstart) > capacity
-    tie = np.zeros(n, bool)
-    tie[1:] = (kr_o[1:] == kr_o[:-1]) & (s_o[1:] == s_o[:-1])
-    if tie.any():
-        run_head = ~tie
-        run_id = np.cumsum(run_head) - 1
-        in_tie = tie | np.r_[tie[1:], False]
-        t_rows = np.flatnonzero(in_tie)
-        code = run_id[t_rows] * (int(rows.labels.max()) + 1) + rows.labels[order[t_rows]]
-        srt = np.argsort(code, kind="stable")
-        c_s = code[srt]
-        dup = np.flatnonzero(c_s[1:] == c_s[:-1])
-        if len(dup):
-            a = order[t_rows[srt[dup]]]
-            b = order[t_rows[srt[dup + 1]]]
-            diff_box = (rows.boxes[a] != rows.boxes[b]).any(1)
-            amb_pos = t_rows[srt[dup[diff_box]]]
-            grp = np.searchsorted(gstart, amb_pos, side="right") - 1
-            need[grp] = True
-    if not need.any():
-        return order
-
-    # the simulated keys: their rows in arrival (file) order, keys by decreasing count
-    gsel = np.flatnonzero(need)
-    cnts = (gend - gstart)[gsel]
-    kord = np.argsort(-cnts, kind="stable")
-    gsel, cnts = gsel[kord], cnts[kord]
-    # rows of those keys in arrival (file) order, keys in the order of gsel
-    grank = np.full(len(gstart), -1, np.int64)
-    grank[gsel] = np.arange(len(gsel))
-    pos_grp = np.repeat(grank, gend - gstart)
-    in_sim = np.flatnonzero(pos_grp >= 0)
-    seg_rows = order[in_sim]
-    seg_rows = seg_rows[np.argsort(pos_grp[in_sim] * (int(order.max()) + 1) + seg_rows, kind="stable")]
-    code, s_code = _tuple_codes(rows.scores[seg_rows], rows.labels[seg_rows], rows.boxes[seg_rows])
-    H, sizes = _simulate_heaps(code, s_code, cnts, capacity)
-    # sorted(entries, key=-score): stable over the heap array order
-    filled = np.arange(H.shape[1])[None, :] < sizes[:, None]
-    sk = np.where(filled, -s_code[np.maximum(H, 0)], np.iinfo(np.int64).max)
-    H = np.take_along_axis(H, np.argsort(sk, axis=1, kind="stable"), axis=1)
-    # write each key's kept rows over the start of its slice of ``order``; drop the rest of the slice
-    out = order.copy()
-    keep = np.ones(n, bool)
-    starts_sel = gstart[gsel]
-    within = np.arange(H.shape[1])[None, :]
-    dest = (starts_sel[:, None] + within)[filled]
-    out[dest] = seg_rows[H[filled]]
-    drop = (within < cnts[:, None]) & ~filled if H.shape[1] >= int(cnts.max()) else None
-    if drop is not None:
-        keep[(starts_sel[:, None] + within)[drop]] = False
-    else:
-        over = np.flatnonzero(cnts > sizes)
-        for i in over.tolist():
-            keep[starts_sel[i] + sizes[i]:starts_sel[i] + cnts[i]] = False
-    if stats is not None:
-        stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + int((~keep).sum())
-    return out[keep]
 
 
 def _iou_pairs(d: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -348,7 +143,7 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     gsel = ~gt_excl[gt.key] & wl[np.minimum(gt.labels, num_class)] & (gt.labels <= num_class)
     stats["gt_keys_excluded"] = int(gt_excl.sum())
     nk = max(len(gt.keys), 1)
-    gorder = _order_rows(gt, gsel, np.arange(nk), mode, 0)
+    gorder = reference_order(gt, gsel, np.arange(nk), mode, 0)
     lab_t = np.int16 if num_class < 2**15 else np.int64  # small ints: numpy's stable sort is a radix sort
     gorder = gorder[np.argsort(gt.labels[gorder].astype(lab_t), kind="stable")]  # (class, key, within)
     g_boxes = gt.boxes[gorder]
@@ -376,7 +171,7 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     np.minimum.at(first, det.key[dsel], np.flatnonzero(dsel)) if dsel.any() else None
     key_rank = np.empty(nkd, np.int64)
     key_rank[np.argsort(first, kind="stable")] = np.arange(nkd)
-    dorder = _order_rows(det, dsel, key_rank, mode, capacity, stats)
+    dorder = reference_order(det, dsel, key_rank, mode, capacity, stats)
     b = det.boxes[dorder]
     valid = (b[:, 1] < b[:, 3]) & (b[:, 0] < b[:, 2])
     stats["det_rows_invalid_box"] = int((~valid).sum())
@@ -543,7 +338,7 @@ class AVAFrameEvaluator:
     def process(self, img_keys: Sequence, results: Sequence) -> None:
         if len(img_keys) != len(results):
             raise ValueError(f"{len(img_keys)} image keys for {len(results)} results")
-        self._chunks.append("".join(_format_rows(results, img_keys, self.custom_classes, self.decimals)))
+        self._chunks.append("".join(format_result_rows(results, img_keys, self.custom_classes, self.decimals)))
 
     def evaluate(self) -> FrameMAPResult:
         ids = self.ids if self.custom_classes is None else [int(c) for c in self.custom_classes]
@@ -553,115 +348,3 @@ class AVAFrameEvaluator:
                            data="".join(self._chunks).encode("utf-8"))
         return frame_map(self._gt_rows, det, self.categories, self.exclusions, self.mode, self.iou,
                          self.custom_classes)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Results csv
-# ---------------------------------------------------------------------------------------------------------------------
-def _split_key(item) -> tuple[str, int | str]:
-    if isinstance(item, Mapping):
-        return str(item["video_id"]), item["timestamp"]
-    if isinstance(item, str):
-        vid, sep, ts = item.rpartition(",")
-        if not sep:
-            raise ValueError(f"image key {item!r} is not 'video_id,timestamp'")
-        return vid, ts
-    vid, ts = item
-    return str(vid), ts
-
-
-def _format_rows(results: Sequence, img_keys: Sequence, custom_classes=None, decimals: int | None = 3) -> list[str]:
-    fmt = (lambda x: f"{x:.{decimals}f}") if decimals is not None else repr
-    lines: list[str] = []
-    for sample, item in zip(results, img_keys):
-        vid, ts = _split_key(item)
-        ts_s = str(int(ts)) if isinstance(ts, (int, np.integer)) or str(ts).strip().isdigit() else str(ts)
-        for label, arr in enumerate(sample):
-            arr = np.asarray(arr)
-            if arr.size == 0:
-                continue
-            if arr.ndim != 2 or arr.shape[1] < 5:
-                raise ValueError(f"class {label} of {vid},{ts}: expected a [k, 5] array, got shape {arr.shape}")
-            if custom_classes is not None:
-                if label >= len(custom_classes):
-                    raise ValueError(f"class index {label} has no entry in custom_classes ({len(custom_classes)})")
-                action = int(custom_classes[label])
-            else:
-                action = label + 1
-            for x1, y1, x2, y2, s in arr[:, :5].tolist():
-                lines.append(f"{vid},{ts_s},{fmt(x1)},{fmt(y1)},{fmt(x2)},{fmt(y2)},{action},{fmt(s)}\n")
-    return lines
-
-
-def results2csv(results: Sequence, img_keys, out_path: str | os.PathLike, custom_classes: Sequence[int] | None = None,
-                decimals: int | None = 3) -> int:
-    """Write detector results as MMAction2's ``results2csv`` does (atomically); returns the number of rows.
-
-    ``results[i]`` is a list over classes (index ``l`` -> action ``l+1``, or ``custom_classes[l]``) of ``[k, 5]``
-    arrays ``x1, y1, x2, y2, score``; ``img_keys`` is the matching sequence of ``'video,ts'`` keys, ``(video, ts)``
-    pairs or dataset ``video_infos`` dicts (or a dataset with ``video_infos``). Rows:
-    ``video_id,timestamp,x1,y1,x2,y2,action_id,score`` with floats as ``f'{x:.3f}'``.
-    """
-    if hasattr(img_keys, "video_infos"):
-        img_keys = img_keys.video_infos
-    if len(img_keys) != len(results):
-        raise ValueError(f"{len(results)} results for {len(img_keys)} samples")
-    lines = _format_rows(results, img_keys, custom_classes, decimals)
-    with atomic_write(out_path, "w", encoding="utf-8") as f:
-        f.write("".join(lines))
-    return len(lines)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# Command line: actionkit eval-ava
-# ---------------------------------------------------------------------------------------------------------------------
-def _fmt(x: float) -> str:
-    return "nan" if x is None or np.isnan(x) else f"{x:.6f}"
-
-
-def _iou_arg(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < v <= 1.0:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {text}")
-    return v
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="actionkit eval-ava", description="AVA frame mAP@0.5IoU of a detection csv.")
-    p.add_argument("--gt", required=True, help="ground-truth csv (video,ts,x1,y1,x2,y2,action[,person])")
-    p.add_argument("--det", required=True, help="detection csv (video,ts,x1,y1,x2,y2,action,score)")
-    p.add_argument("--label-map", required=True, help="label map pbtxt (the evaluated classes)")
-    p.add_argument("--exclude", default=None, help="csv of excluded video,timestamp keyframes")
-    p.add_argument("--official", action="store_true",
-                   help="ActivityNet get_ava_performance.py rules (top-50 per keyframe, unknown keyframes ignored)")
-    p.add_argument("--iou", type=_iou_arg, default=0.5, help="IoU threshold in (0, 1] (default 0.5)")
-    p.add_argument("--json", default=None, help="write the results as json here")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
-    mode = "official" if args.official else "mmaction"
-    try:
-        res = frame_map(args.gt, args.det, args.label_map, args.exclude, mode, args.iou)
-    except (AVAFormatError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    thr = f"{args.iou:g}"
-    print(f"mode: {mode}")
-    print(f"mAP@{thr}IOU = {_fmt(res.mAP)}")
-    for gname, v in res.groups.items():
-        print(f"{gname:16s} AP = {_fmt(v)}")
-    print(f"{'id':>4s}  {'num_gt':>7s}  {'AP':>9s}  name")
-    for cid, ap in res.per_class.items():
-        print(f"{cid:4d}  {res.num_gt[cid]:7d}  {_fmt(ap):>9s}  {res.names[cid]}")
-    for k, v in res.stats.items():
-        print(f"{k}: {v}")
-    if args.json:
-        with atomic_write(args.json, "w", encoding="utf-8") as f:
-            json.dump(res.to_json(), f, indent=1)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
