@@ -31,6 +31,7 @@ RECOGNITION_KEYS = {
     "slowfast_r50_8x8x1_256e_kinetics400_rgb": "slowfast_r50_8x8x1",
     "slowfast_r50_8x8x1_256e_kinetics400_rgb_steplr": "slowfast_r50_8x8x1_steplr_or_prebn_steplr(lateral_norm)",
     "slowfast_prebn_r50_8x8x1_256e_kinetics400_rgb_steplr": "slowfast_r50_8x8x1_steplr_or_prebn_steplr(lateral_norm)",
+    "slowfast_multigrid_r50_8x8x1_358e_kinetics400_rgb": "slowfast_r50_8x8x1_steplr_or_prebn_steplr(lateral_norm)",
     "slowfast_r101_r50_4x16x1_256e_kinetics400_rgb": "slowfast_r101_r50_4x16x1",
     "slowfast_r101_8x8x1_256e_kinetics400_rgb": "slowfast_r101_8x8x1",
     "slowfast_r152_r50_4x16x1_256e_kinetics400_rgb": "slowfast_r152_r50_4x16x1",
