@@ -307,7 +307,8 @@ def test_proposal_pickle_validation(tmp_path):
 
 def test_npz_roundtrip_and_cli(tmp_path, capsys):
     rng = np.random.default_rng(0)
-    props = {f"vid{i},{902 + i:04d}": rng.random((i, 5)) for i in range(4)}   # includes an empty [0, 5]
+    # rows sorted: valid boxes (x1 <= x2, y1 <= y2); includes an empty [0, 5]
+    props = {f"vid{i},{902 + i:04d}": np.sort(rng.random((i, 5)), axis=1) for i in range(4)}
     pkl = tmp_path / "in.pkl"
     pkl.write_bytes(pickle.dumps(props, protocol=4))
     out = tmp_path / "out.npz"

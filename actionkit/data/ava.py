@@ -10,14 +10,19 @@ Formats (spec-detection §2):
   (``x1, y1, x2, y2, score``, normalized). They are read **only** through :class:`RestrictedUnpickler`,
   which admits the few globals that numpy array reconstruction needs and refuses everything else.
   :func:`convert_proposals` turns them into a pickle-free ``.npz`` (``keys``, ``boxes``, ``offsets``).
+  Proposal boxes are checked on load: coordinates at most :data:`PROPOSAL_CLIP_TOLERANCE` outside ``[0, 1]``
+  are clipped (one warning per file with the counts), farther ones (pixel boxes?), ``x2 < x1`` / ``y2 < y1`` and
+  non-finite values are errors naming the file and the key.
 
-Every format error names the file and the line (or the proposal key).
+The csv files and label maps are UTF-8 text (a byte-order mark is accepted); every format error names the file
+and the line (or the proposal key).
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import io
+import logging
 import os
 import pickle
 import tempfile
@@ -28,11 +33,18 @@ import numpy as np
 
 from ..registry import DATASETS, PIPELINES, ConfigError
 from ..utils import atomic_write
+from .annotations import UnreadableSkips, read_text_lines, resolve_under_prefix
+
+_LOG = logging.getLogger("actionkit")
+
+#: Proposal coordinates up to this far outside ``[0, 1]`` (normalised units) are clipped with a counted warning;
+#: farther ones are refused (they are not normalised boxes, or not boxes of this frame).
+PROPOSAL_CLIP_TOLERANCE = 0.01
 
 __all__ = [
     "AVAFormatError", "AVARow", "UnsafePickleError", "RestrictedUnpickler", "read_ava_csv", "read_exclusions",
     "read_label_ids", "load_proposals_pkl", "load_proposals_npz", "load_proposals", "save_proposals_npz",
-    "convert_proposals", "convert_proposals_main", "AVADataset", "SampleAVAFrames",
+    "convert_proposals", "convert_proposals_main", "AVADataset", "SampleAVAFrames", "PROPOSAL_CLIP_TOLERANCE",
 ]
 
 try:  # the evaluation module owns the error type; fall back to a local one so parsing stays usable alone
@@ -86,9 +98,14 @@ def _parse_int(path: Path, lineno: int, what: str, text: str) -> int:
 
 
 def read_label_ids(label_file: str | os.PathLike) -> list[int]:
-    """The class ids of a label map (pbtxt ``item``/``label`` blocks or ``N: name`` lines)."""
+    """The class ids of a label map (pbtxt ``item``/``label`` blocks or ``N: name`` lines).
+
+    Text that is not UTF-8 is refused naming the file and line (the parser itself is
+    :func:`actionkit.evaluation.ava_map.read_labelmap`).
+    """
     from ..evaluation.ava_map import read_labelmap
 
+    read_text_lines(label_file, "label map", AVAFormatError)
     return list(read_labelmap(label_file)[1])
 
 
@@ -104,31 +121,30 @@ def read_ava_csv(path: str | os.PathLike, label_ids: Iterable[int] | str | os.Pa
         label_ids = read_label_ids(label_ids)
     allowed = None if label_ids is None else set(int(i) for i in label_ids)
     rows: list[AVARow] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            cols = line.split(",")
-            if len(cols) not in (7, 8):
-                raise AVAFormatError(
-                    f"{path}:{lineno}: expected 7 or 8 comma-separated columns (video_id, timestamp, x1, y1, x2, y2, "
-                    f"action_id[, person_id]), got {len(cols)}")
-            video_id = cols[0].strip()
-            if not video_id:
-                raise AVAFormatError(f"{path}:{lineno}: empty video id")
-            timestamp = _parse_int(path, lineno, "timestamp", cols[1])
-            box = _parse_box(path, lineno, cols[2:6])
-            action_id = _parse_int(path, lineno, "action id", cols[6])
-            if action_id < 1:
-                raise AVAFormatError(f"{path}:{lineno}: action id must be >= 1, got {action_id}")
-            if max_action_id is not None and action_id > max_action_id:
-                raise AVAFormatError(f"{path}:{lineno}: action id {action_id} is larger than {max_action_id} "
-                                     "(num_classes - 1)")
-            if allowed is not None and action_id not in allowed:
-                raise AVAFormatError(f"{path}:{lineno}: action id {action_id} is not in the label map")
-            person_id = _parse_int(path, lineno, "person id", cols[7]) if len(cols) == 8 else -1
-            rows.append(AVARow(video_id, timestamp, box, action_id, person_id, lineno))
+    for lineno, line in enumerate(read_text_lines(path, "AVA annotation csv", AVAFormatError), 1):
+        line = line.strip()
+        if not line:
+            continue
+        cols = line.split(",")
+        if len(cols) not in (7, 8):
+            raise AVAFormatError(
+                f"{path}:{lineno}: expected 7 or 8 comma-separated columns (video_id, timestamp, x1, y1, x2, y2, "
+                f"action_id[, person_id]), got {len(cols)}")
+        video_id = cols[0].strip()
+        if not video_id:
+            raise AVAFormatError(f"{path}:{lineno}: empty video id")
+        timestamp = _parse_int(path, lineno, "timestamp", cols[1])
+        box = _parse_box(path, lineno, cols[2:6])
+        action_id = _parse_int(path, lineno, "action id", cols[6])
+        if action_id < 1:
+            raise AVAFormatError(f"{path}:{lineno}: action id must be >= 1, got {action_id}")
+        if max_action_id is not None and action_id > max_action_id:
+            raise AVAFormatError(f"{path}:{lineno}: action id {action_id} is larger than {max_action_id} "
+                                 "(num_classes - 1)")
+        if allowed is not None and action_id not in allowed:
+            raise AVAFormatError(f"{path}:{lineno}: action id {action_id} is not in the label map")
+        person_id = _parse_int(path, lineno, "person id", cols[7]) if len(cols) == 8 else -1
+        rows.append(AVARow(video_id, timestamp, box, action_id, person_id, lineno))
     return rows
 
 
@@ -138,15 +154,14 @@ def read_exclusions(path: str | os.PathLike | None) -> set[tuple[str, int]]:
         return set()
     path = Path(path)
     out: set[tuple[str, int]] = set()
-    with open(path, encoding="utf-8", newline="") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            cols = line.split(",")
-            if len(cols) != 2:
-                raise AVAFormatError(f"{path}:{lineno}: expected 2 columns (video_id, timestamp), got {len(cols)}")
-            out.add((cols[0].strip(), _parse_int(path, lineno, "timestamp", cols[1])))
+    for lineno, line in enumerate(read_text_lines(path, "excluded-timestamps csv", AVAFormatError), 1):
+        line = line.strip()
+        if not line:
+            continue
+        cols = line.split(",")
+        if len(cols) != 2:
+            raise AVAFormatError(f"{path}:{lineno}: expected 2 columns (video_id, timestamp), got {len(cols)}")
+        out.add((cols[0].strip(), _parse_int(path, lineno, "timestamp", cols[1])))
     return out
 
 
@@ -200,6 +215,68 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self.source}: persistent ids are not allowed in proposal pickles")
 
 
+_BOX_NAMES = ("x1", "y1", "x2", "y2")
+
+
+def _check_proposal_values(props: dict[str, np.ndarray], source: str) -> None:
+    """Check the values of all proposal arrays at once (vectorised: the published files hold ~200k keys).
+
+    Non-finite values, coordinates more than :data:`PROPOSAL_CLIP_TOLERANCE` outside ``[0, 1]`` and boxes with
+    ``x2 < x1`` or ``y2 < y1`` raise :class:`AVAFormatError` naming ``source``, the key and the (0-based) row.
+    Coordinates slightly outside ``[0, 1]`` are clipped (the arrays of those keys are replaced by clipped
+    copies) and reported in one warning with the counts.
+    """
+    clipped_keys: list[str] = []
+    clipped_coords = 0
+    for width in (4, 5):
+        keys = [k for k, v in props.items() if v.shape[1] == width and len(v)]
+        if not keys:
+            continue
+        arrays = [props[k] for k in keys]
+        values = np.concatenate(arrays).astype(np.float64, copy=False)
+        ends = np.cumsum([len(a) for a in arrays])
+
+        def locate(flat_rows: np.ndarray) -> tuple[str, int]:
+            first = int(np.argmax(flat_rows))
+            i = int(np.searchsorted(ends, first, side="right"))
+            return keys[i], first - (int(ends[i - 1]) if i else 0)
+
+        bad = ~np.isfinite(values).all(axis=1)
+        if bad.any():
+            key, row = locate(bad)
+            raise AVAFormatError(f"{source}: proposals of {key!r} contain non-finite values (row {row})")
+        boxes = values[:, :4]
+        far = (boxes < -PROPOSAL_CLIP_TOLERANCE) | (boxes > 1.0 + PROPOSAL_CLIP_TOLERANCE)
+        if far.any():
+            key, row = locate(far.any(axis=1))
+            col = int(np.argmax(far[int(np.argmax(far.any(axis=1)))]))
+            raise AVAFormatError(
+                f"{source}: proposals of {key!r}: row {row} has {_BOX_NAMES[col]}={props[key][row, col]} outside "
+                f"[0, 1] (by more than {PROPOSAL_CLIP_TOLERANCE}); proposal boxes must be normalized by the frame "
+                "size")
+        for lo, hi in ((0, 2), (1, 3)):
+            inverted = boxes[:, hi] < boxes[:, lo]
+            if inverted.any():
+                key, row = locate(inverted)
+                raise AVAFormatError(
+                    f"{source}: proposals of {key!r}: row {row} has {_BOX_NAMES[hi]} < {_BOX_NAMES[lo]} "
+                    f"({props[key][row, hi]} < {props[key][row, lo]})")
+        outside = (boxes < 0) | (boxes > 1)
+        if outside.any():
+            clipped_coords += int(np.count_nonzero(outside))
+            rows = np.flatnonzero(outside.any(axis=1))
+            for i in np.unique(np.searchsorted(ends, rows, side="right")).tolist():
+                key = keys[i]
+                fixed = props[key].copy()
+                fixed[:, :4] = np.clip(fixed[:, :4], 0, 1)
+                props[key] = fixed
+                clipped_keys.append(key)
+    if clipped_keys:
+        _LOG.warning("%s: clipped %d proposal box coordinate(s) that lay at most %s outside [0, 1] to the frame, "
+                     "in %d keyframe(s) (first: %r)", source, clipped_coords, PROPOSAL_CLIP_TOLERANCE,
+                     len(clipped_keys), clipped_keys[0])
+
+
 def _validate_proposals(obj: Any, source: str) -> dict[str, np.ndarray]:
     if not isinstance(obj, dict):
         raise AVAFormatError(f"{source}: expected a dict {{'video_id,timestamp': array [N, 5]}}, "
@@ -221,9 +298,8 @@ def _validate_proposals(obj: Any, source: str) -> dict[str, np.ndarray]:
             raise AVAFormatError(f"{source}: proposals of {key!r} have non-numeric dtype {val.dtype}")
         if val.ndim != 2 or val.shape[1] not in (4, 5):
             raise AVAFormatError(f"{source}: proposals of {key!r} have shape {val.shape}, expected [N, 5] or [N, 4]")
-        if not np.all(np.isfinite(val)):
-            raise AVAFormatError(f"{source}: proposals of {key!r} contain non-finite values")
         out[key] = val
+    _check_proposal_values(out, source)
     return out
 
 
@@ -393,6 +469,12 @@ class AVADataset:
     from the proposal file (or with an empty array) gets the whole frame ``[0, 0, 1, 1]`` with score 1; otherwise
     boxes with ``score >= min(person_det_score_thr, max score)`` are kept, at most ``num_max_proposals``.
     ``proposal_file`` may be the published ``.pkl`` (read with a restricted unpickler) or the ``.npz`` form.
+
+    Checked on load, naming ``<ann_file>:<line>``: every timestamp lies on the timeline
+    ``timestamp_start <= t < timestamp_end`` (a keyframe outside it would be clamped to the first / last frame),
+    and with ``data_prefix`` no video id is absolute or leaves the prefix (``../x``). In training a keyframe
+    whose frames cannot be decoded is skipped like an unreadable Kinetics sample (another random keyframe, a
+    counted warning, more than ``max_skips`` distinct bad keyframes raise); in test mode errors propagate.
     """
 
     def __init__(self, ann_file: str, exclude_file: str | None, pipeline: Sequence[Any] | None,
@@ -401,7 +483,7 @@ class AVADataset:
                  custom_classes: Sequence[int] | None = None, data_prefix: str | None = None,
                  test_mode: bool = False, modality: str = "RGB", num_max_proposals: int = 1000,
                  timestamp_start: int = 900, timestamp_end: int = 1800, fps: int = 30,
-                 video_suffix: str | None = None):
+                 video_suffix: str | None = None, max_skips: int = 100):
         self.ann_file = str(ann_file)
         self.exclude_file = None if exclude_file is None else str(exclude_file)
         self.label_file = None if label_file is None else str(label_file)
@@ -445,6 +527,9 @@ class AVADataset:
         if not self.test_mode:
             self.video_infos = self._filter_excluded(self.video_infos)
         self.proposals = load_proposals(self.proposal_file) if self.proposal_file is not None else None
+        self.max_skips = int(max_skips)
+        self._skips = UnreadableSkips(self.ann_file, self.max_skips)
+        self.skipped: dict[int, str] = self._skips.errors  # index -> error of keyframes skipped in this process
 
     # -- annotations
     def load_annotations(self) -> list[dict]:
@@ -452,7 +537,9 @@ class AVADataset:
         rows = read_ava_csv(self.ann_file, max_action_id=max_id)
         shot_info = (0, (self.timestamp_end - self.timestamp_start) * self.fps)
         groups: dict[str, list[tuple[np.ndarray, int, int]]] = {}
+        first_line: dict[str, int] = {}
         for r in rows:
+            self._check_on_timeline(r)
             label = r.action_id
             if self.custom_classes is not None:
                 if label not in self.custom_classes:
@@ -460,17 +547,25 @@ class AVADataset:
                 label = self.custom_classes.index(label)
             img_key = f"{r.video_id},{r.timestamp:04d}"
             groups.setdefault(img_key, []).append((np.array(r.box, dtype=np.float64), label, r.person_id))
+            first_line.setdefault(img_key, r.lineno)
         infos = []
         for img_key, records in groups.items():
             video_id, ts = img_key.rsplit(",", 1)
             gt_bboxes, gt_labels, entity_ids = self._parse_img_record(records)
-            frame_dir = video_id + (self.video_suffix or "")
-            if self.data_prefix is not None:
-                frame_dir = os.path.join(self.data_prefix, frame_dir)
+            frame_dir = resolve_under_prefix(self.data_prefix, video_id + (self.video_suffix or ""),
+                                             self.ann_file, first_line[img_key])
             infos.append(dict(frame_dir=frame_dir, video_id=video_id, timestamp=int(ts), img_key=img_key,
                               shot_info=shot_info, fps=self.fps,
                               ann=dict(gt_bboxes=gt_bboxes, gt_labels=gt_labels, entity_ids=entity_ids)))
         return infos
+
+    def _check_on_timeline(self, row: AVARow) -> None:
+        """Refuse a row whose keyframe is not on ``timestamp_start <= t < timestamp_end`` (``<file>:<line>``)."""
+        if not self.timestamp_start <= row.timestamp < self.timestamp_end:
+            raise AVAFormatError(
+                f"{self.ann_file}:{row.lineno}: timestamp {row.timestamp} is outside the timeline "
+                f"[{self.timestamp_start}, {self.timestamp_end}) of the dataset (set timestamp_start / "
+                "timestamp_end to the span of the videos)")
 
     def _parse_img_record(self, records: list[tuple[np.ndarray, int, int]]):
         bboxes, labels, entity_ids = [], [], []
@@ -534,7 +629,7 @@ class AVADataset:
     def __getitem__(self, idx: int) -> Any:
         if self.test_mode:
             return self.prepare_test_frames(idx)
-        return self.prepare_train_frames(idx)
+        return self._skips.prepare(idx, len(self), self.prepare_train_frames)
 
     # -- results
     @property

@@ -7,10 +7,16 @@ Annotation formats (one sample per line, whitespace separated, ``#`` comments an
   label``); frames are ``frame_dir/filename_tmpl.format(i)``, ``i`` from ``start_index`` (K400
   ``img_{:05}.jpg``, sthv1 ``{:05}.jpg``).
 
-Bad lines raise ``ValueError("<ann_file>:<line>: ...")``.  During training a sample whose files cannot
-be decoded (:class:`~actionkit.data.decode.DecodeError`) is skipped: another random index is used, the
-failure is counted and logged, and more than ``max_skips`` distinct bad samples raise.  In test mode
-errors propagate (evaluation must see every sample).
+Lists and label maps are UTF-8 text (a byte-order mark is accepted).  Bad lines raise
+``ValueError("<ann_file>:<line>: ...")``: other encodings, paths that are absolute or leave ``data_prefix``,
+labels that are not integers or lie outside ``[0, num_classes)``.  The class count comes from ``num_classes``
+or ``label_map``; when neither is set, :meth:`BaseRecognitionDataset.check_num_classes` (called by the engine
+with the classifier head's ``num_classes``, see :func:`check_labels_fit_model`) checks the labels later, and
+``evaluate`` checks them against the width of the score vectors.  During training a sample whose files cannot
+be decoded (:class:`~actionkit.data.decode.DecodeError`) is skipped by the shared policy of
+:class:`~actionkit.data.annotations.UnreadableSkips`: another random index is used, the failure is counted and
+logged, and more than ``max_skips`` distinct bad samples raise.  In test mode errors propagate (evaluation
+must see every sample).
 """
 from __future__ import annotations
 
@@ -18,33 +24,30 @@ import copy
 import json
 import logging
 import os
-import random
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
 from ..registry import DATASETS, ConfigError
-from .decode import DecodeError
+from .annotations import UnreadableSkips, read_text_lines, resolve_under_prefix
 
 _LOG = logging.getLogger("actionkit")
 
-__all__ = ["BaseRecognitionDataset", "VideoDataset", "RawframeDataset", "load_label_map"]
+__all__ = ["BaseRecognitionDataset", "VideoDataset", "RawframeDataset", "load_label_map",
+           "check_labels_fit_model"]
 
 
 def load_label_map(label_map: str | os.PathLike | Sequence[str]) -> list[str]:
-    """Class names from a file (one per line; ``index name`` or ``name``) or a list."""
+    """Class names from a UTF-8 file (one per line; ``index name`` or ``name``) or a list."""
     if isinstance(label_map, (list, tuple)):
         return [str(x) for x in label_map]
     path = str(label_map)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: label map not found")
     names: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            names.append(line)
+    for line in read_text_lines(path, "label map"):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        names.append(line)
     if not names:
         raise ValueError(f"{path}: empty label map")
     return names
@@ -87,9 +90,13 @@ class BaseRecognitionDataset:
         else:
             self.pipeline = pipeline  # a callable (e.g. an already built Compose)
         self.video_infos = self.load_annotations()
+        if self.num_classes is not None:
+            what = "the label map" if self.class_names is not None else "num_classes"
+            self._check_label_range(self.num_classes, what)
         if check_files:
             self._check_files()
-        self.skipped: dict[int, str] = {}  # index -> error message of samples skipped in this process
+        self._skips = UnreadableSkips(self.ann_file, self.max_skips)
+        self.skipped: dict[int, str] = self._skips.errors  # index -> error of samples skipped in this process
         if self.sample_by_class:
             self.video_infos_by_class = self.parse_by_class()
             counts = np.array([len(v) for _, v in sorted(self.video_infos_by_class.items())], np.float64)
@@ -98,29 +105,18 @@ class BaseRecognitionDataset:
 
     # ---- annotations ----------------------------------------------------------------------------
     def _read_lines(self) -> list[tuple[int, list[str]]]:
-        if not os.path.isfile(self.ann_file):
-            raise FileNotFoundError(f"{self.ann_file}: annotation file not found")
         rows = []
-        with open(self.ann_file, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                s = line.strip()
-                if not s or s.startswith("#"):
-                    continue
-                rows.append((lineno, s.split()))
+        for lineno, line in enumerate(read_text_lines(self.ann_file, "annotation file"), 1):
+            s = line.strip()
+            if not s or s.startswith("#"):
+                continue
+            rows.append((lineno, s.split()))
         if not rows:
             raise ValueError(f"{self.ann_file}: empty annotation file (no samples)")
         return rows
 
     def _resolve(self, rel: str, lineno: int) -> str:
-        if self.data_prefix is None:
-            return rel
-        if os.path.isabs(rel):
-            raise ValueError(f"{self.ann_file}:{lineno}: absolute path '{rel}' with data_prefix set; paths "
-                             "must be relative to data_prefix")
-        full = os.path.normpath(os.path.join(self.data_prefix, rel))
-        if os.path.commonpath([full, self.data_prefix]) != self.data_prefix:
-            raise ValueError(f"{self.ann_file}:{lineno}: path '{rel}' escapes data_prefix {self.data_prefix}")
-        return full
+        return resolve_under_prefix(self.data_prefix, rel, self.ann_file, lineno)
 
     def _parse_labels(self, tokens: list[str], lineno: int) -> int | list[int]:
         labels = []
@@ -131,10 +127,6 @@ class BaseRecognitionDataset:
                 raise ValueError(f"{self.ann_file}:{lineno}: label '{tok}' is not an integer") from None
             if lab < 0:
                 raise ValueError(f"{self.ann_file}:{lineno}: negative label {lab}")
-            if self.num_classes is not None and lab >= self.num_classes:
-                what = "the label map" if self.class_names is not None else "num_classes"
-                raise ValueError(f"{self.ann_file}:{lineno}: label {lab} outside [0, {self.num_classes}) "
-                                 f"({what})")
             labels.append(lab)
         if not self.multi_class:
             if len(labels) != 1:
@@ -145,6 +137,32 @@ class BaseRecognitionDataset:
 
     def load_annotations(self) -> list[dict]:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _check_label_range(self, num_classes: int, what: str) -> None:
+        """Raise ``ValueError("<ann_file>:<line>: ...")`` for the first label outside ``[0, num_classes)``."""
+        for info in self.video_infos:
+            label = info["label"]
+            for lab in (label if isinstance(label, list) else [label]):
+                if lab >= num_classes:
+                    raise ValueError(f"{self.ann_file}:{info['lineno']}: label {lab} outside "
+                                     f"[0, {num_classes}) ({what})")
+
+    def check_num_classes(self, num_classes: int, source: str = "the model") -> None:
+        """Check the labels against the class count ``num_classes`` of ``source`` (e.g. the classifier head).
+
+        A dataset that already knows its class count (``num_classes`` / ``label_map``) must agree with it
+        (``ConfigError`` otherwise); every label must lie in ``[0, num_classes)`` (``ValueError`` naming the
+        list file and line). A dataset without a class count adopts ``num_classes``.
+        """
+        num_classes = int(num_classes)
+        if num_classes < 1:
+            raise ConfigError(f"{source}: num_classes must be >= 1, got {num_classes}", "num_classes")
+        if self.num_classes is not None and self.num_classes != num_classes:
+            what = "its label map" if self.class_names is not None else "its num_classes"
+            raise ConfigError(f"{self.ann_file}: the dataset has {self.num_classes} classes ({what}) but "
+                              f"{source} has num_classes={num_classes}", "num_classes")
+        self._check_label_range(num_classes, source)
+        self.num_classes = num_classes
 
     def _check_files(self) -> None:
         for info in self.video_infos:
@@ -183,32 +201,7 @@ class BaseRecognitionDataset:
     def __getitem__(self, idx: int) -> dict:
         if self.test_mode:
             return self.prepare_frames(idx)
-        while True:
-            if idx in self.skipped:
-                idx = self._another_index()
-            try:
-                return self.prepare_frames(idx)
-            except DecodeError as e:
-                self.skipped[idx] = str(e)
-                n = len(self.skipped)
-                if n > self.max_skips:
-                    raise DecodeError(f"{self.ann_file}: {n} unreadable samples, more than max_skips="
-                                      f"{self.max_skips}; last: {e}", e.path, e.frame) from e
-                _LOG.warning("skipping unreadable sample %d (%d skipped so far, max_skips=%d): %s",
-                               idx, n, self.max_skips, e)
-
-    def _another_index(self) -> int:
-        """A random index not known to be unreadable (in this process)."""
-        n = len(self)
-        if len(self.skipped) >= n:
-            last = next(reversed(self.skipped.values()))
-            raise DecodeError(f"{self.ann_file}: all {n} samples are unreadable; last: {last}")
-        if len(self.skipped) < n // 2:
-            while True:
-                idx = random.randrange(n)
-                if idx not in self.skipped:
-                    return idx
-        return random.choice([i for i in range(n) if i not in self.skipped])
+        return self._skips.prepare(idx, len(self), self.prepare_frames)
 
     # ---- evaluation ---------------------------------------------------------------------------
     def _labels(self) -> np.ndarray:
@@ -241,6 +234,7 @@ class BaseRecognitionDataset:
             raise ConfigError("top_k_accuracy / mean_class_accuracy need single-label annotations "
                               "(multi_class=False)", "metrics")
         scores = np.stack([np.asarray(r, dtype=np.float64).reshape(-1) for r in results])
+        self._check_label_range(scores.shape[1], f"the results have {scores.shape[1]} scores per video")
         labels = self._labels()
         out: dict[str, float] = {}
         for m in metrics:
@@ -279,6 +273,23 @@ class BaseRecognitionDataset:
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(ann_file='{self.ann_file}', {len(self)} samples, "
                 f"test_mode={self.test_mode})")
+
+
+def check_labels_fit_model(dataset: Any, model_cfg: Mapping[str, Any], key: str = "model") -> None:
+    """Check a recognition dataset's labels against the classifier head of the model config ``model_cfg``.
+
+    MMAction2 configs give the class count only to the head (``model.cls_head.num_classes``), so the engine
+    calls this after building a dataset: a label ``>= num_classes`` raises ``ValueError`` naming the list file
+    and line (instead of an ``IndexError`` in the loss, or silently wrong test metrics), and a class count that
+    the dataset already has (``num_classes`` / ``label_map``) must agree (``ConfigError``). Datasets without
+    :meth:`BaseRecognitionDataset.check_num_classes` (AVA checks its own ``num_classes``) and models without
+    ``cls_head.num_classes`` are left alone.
+    """
+    check = getattr(dataset, "check_num_classes", None)
+    head = model_cfg.get("cls_head") if isinstance(model_cfg, Mapping) else None
+    if check is None or not isinstance(head, Mapping) or head.get("num_classes") is None:
+        return
+    check(int(head["num_classes"]), f"{key}.cls_head.num_classes")
 
 
 def _to_jsonable(x: Any) -> Any:
