@@ -96,7 +96,10 @@ def _make_inert(path: str) -> type:
 
 _UNSUPPORTED_RE = re.compile(r"Unsupported global: GLOBAL (\S+) was not an allowed global")
 _BLOCKED_RE = re.compile(r"unsupported GLOBAL (\S+) whose module (\S+) is blocked")
-_WO_DETAIL_RE = re.compile(r"WeightsUnpickler error: ([^\n]+)")
+_WO_DETAIL_RE = re.compile(r"WeightsUnpickler error:\s*([^\n]+)")
+# torch's advice to load with weights_only=False (arbitrary code execution) is never passed on
+_UNSAFE_ADVICE_RE = re.compile(r"weights_only|trusted source|arbitrary code|file an issue|pytorch\.org/docs",
+                               re.IGNORECASE)
 
 
 def _inert_to_plain(obj: Any, found: list[str]) -> Any:
@@ -147,6 +150,51 @@ def _check_file(filename: str | os.PathLike) -> bytes:
     return head
 
 
+def torch_error_detail(message: str) -> str:
+    """The informative part of a torch loading error, without torch's advice to retry with
+    ``weights_only=False`` (never a good idea for a file that failed the safe load)."""
+    m = _WO_DETAIL_RE.search(message)
+    if m:
+        return m.group(1).strip()
+    sentences = re.split(r"(?<=[.!?])\s+", " ".join(message.split()))
+    kept = [t for t in sentences if t and not _UNSAFE_ADVICE_RE.search(t)]
+    return " ".join(kept) or "unreadable"
+
+
+def verify_zip_records(filename: str | os.PathLike) -> int:
+    """Check the CRC-32 of every record of a zip checkpoint (``torch.save``'s format); returns the bytes read.
+
+    A record whose stored CRC is 0 while it holds data was written without one (torch's
+    ``compute_crc32=False``) and cannot be checked; the others must match, otherwise a
+    :class:`CheckpointError` names the file and the damaged record (``<archive>/data/<n>`` holds the n-th
+    tensor storage).  Legacy (non-zip) files have no checksums.
+    """
+    checked = 0
+    name = "<central directory>"
+    try:
+        with zipfile.ZipFile(filename) as zf:
+            for info in zf.infolist():
+                name = info.filename
+                if info.CRC == 0 and info.file_size > 0:
+                    continue
+                with zf.open(info) as f:
+                    while chunk := f.read(1 << 20):
+                        checked += len(chunk)
+    except zipfile.BadZipFile as exc:
+        if "CRC" in str(exc):
+            what = "tensor data" if "/data/" in f"/{name}" and not name.endswith(".pkl") else "a record"
+            raise CheckpointError(filename, f"damaged checkpoint: {what} '{name}' fails its CRC-32 check (the file "
+                                  "changed after it was written: a bad disk, copy or download)") from None
+        if name == "<central directory>":
+            raise CheckpointError(filename, f"corrupt or truncated checkpoint (its zip directory is missing or "
+                                  f"damaged: {exc})") from None
+        raise CheckpointError(filename, f"corrupt or truncated checkpoint (zip record '{name}': {exc})") from None
+    except (OSError, EOFError, ValueError, NotImplementedError) as exc:
+        raise CheckpointError(filename, f"corrupt or truncated checkpoint (zip record '{name}': "
+                              f"{type(exc).__name__}: {exc})") from None
+    return checked
+
+
 def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """``torch.load(filename, weights_only=True)`` with the checkpoint allow-list.
 
@@ -155,6 +203,8 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
     fails with :class:`CheckpointError`.  Never runs a plain unpickler, never executes checkpoint code.
     ``filename`` may also be an http(s) URL or a model zoo name: its cached download is loaded
     (:func:`actionkit.zoo.resolve_checkpoint`).
+    The CRC-32 of every record of a zip checkpoint is checked first (:func:`verify_zip_records`): a damaged
+    file fails instead of loading altered weights.
     """
     from ..zoo import is_checkpoint_reference, resolve_checkpoint
 
@@ -164,6 +214,7 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
     placeholders: dict[str, type] = {}
     # For zip checkpoints list the unknown globals up front (a static scan of the pickle).
     if head == b"PK\x03\x04":
+        verify_zip_records(filename)
         try:
             with torch.serialization.safe_globals(safe_globals_list()):
                 for path in torch.serialization.get_unsafe_globals_in_checkpoint(str(filename)):
@@ -184,11 +235,14 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
                 if blocked:
                     raise CheckpointError(filename, f"refusing to load: the file calls {blocked.group(1)} (module "
                                           f"'{blocked.group(2)}' is never allowed in a checkpoint)") from None
-                detail = _WO_DETAIL_RE.search(msg)
-                if detail and ("Unsupported" in msg or "unrecognized" in msg or "Can only" in msg):
+                detail = torch_error_detail(msg)
+                if "operand" in detail or "opcode" in detail:
+                    raise CheckpointError(filename, "not a valid checkpoint: damaged, or a pickle that was not "
+                                          f"written by torch.save ({detail})") from None
+                if "Unsupported" in msg or "unrecognized" in msg or "Can only" in msg:
                     raise CheckpointError(filename, "refusing to load: the file holds an object that is not "
-                                          f"allowed in a checkpoint ({detail.group(1).strip()})") from None
-                raise CheckpointError(filename, f"corrupt or truncated checkpoint ({msg.splitlines()[0]})") from None
+                                          f"allowed in a checkpoint ({detail})") from None
+                raise CheckpointError(filename, f"corrupt or truncated checkpoint ({detail})") from None
             path = m.group(1)
             if "." not in path:
                 path = f"builtins.{path}"
@@ -197,7 +251,7 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
             placeholders[path] = _make_inert(path)
         except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError, OSError,
                 IndexError, TypeError, AttributeError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = torch_error_detail(str(exc)) if str(exc).strip() else type(exc).__name__
             raise CheckpointError(filename, f"corrupt or truncated checkpoint ({type(exc).__name__}: {first})") from None
     else:
         raise CheckpointError(filename, f"more than {_MAX_UNKNOWN_GLOBALS} unknown classes in the checkpoint")
@@ -278,16 +332,37 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], st
     return report
 
 
+def nonfinite_tensors(state_dict: Mapping[str, Any]) -> list[str]:
+    """The keys of the floating-point tensors of ``state_dict`` that hold a NaN or an infinity."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and (v.is_floating_point() or v.is_complex())
+            and not bool(torch.isfinite(v).all())]
+
+
+def check_finite(state_dict: Mapping[str, Any], filename: str | os.PathLike, what: str = "weights") -> None:
+    """Raise :class:`CheckpointError` naming the file and the first keys when a tensor is not finite."""
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        first = ", ".join(bad[:5]) + (", ..." if len(bad) > 5 else "")
+        raise CheckpointError(filename, f"{len(bad)} of the {what}' tensors hold NaN or Inf values (first: {first}); "
+                              "such weights only give NaN scores (was it saved after training diverged?)")
+
+
 def load_checkpoint(model: nn.Module, filename: str | os.PathLike, map_location: Any = "cpu",
                     strict: bool = False, logger: logging.Logger | None = None,
-                    revise_keys: Sequence[tuple[str, str]] = ((r"^module\.", ""),)) -> dict:
+                    revise_keys: Sequence[tuple[str, str]] = ((r"^module\.", ""),),
+                    allow_nonfinite: bool = False) -> dict:
     """Load a checkpoint file into ``model`` (safely) and return the checkpoint dict.
 
     ``revise_keys``: ``(pattern, replacement)`` regexes applied to every key (default strips ``module.``).
     The returned dict carries ``'_load_report'`` with the missing/unexpected/mismatched key lists.
+    Weights holding NaN / Inf raise :class:`CheckpointError` (naming the file and the first keys) unless
+    ``allow_nonfinite``.
     """
     ckpt = safe_load(filename, map_location=map_location)
     sd = extract_state_dict(ckpt, filename)
+    if not allow_nonfinite:
+        check_finite(sd, filename)
     for pattern, repl in revise_keys:
         rx = re.compile(pattern)
         sd = {rx.sub(repl, k): v for k, v in sd.items()}

@@ -28,8 +28,10 @@ from torch.utils.data.dataloader import default_collate
 from ..config import to_plain
 from ..data.pipeline import DeferredNormalizeDataset
 from ..registry import DATASETS, ConfigError
-from .checkpoint import (copy_checkpoint, extract_state_dict, get_rng_state, load_checkpoint, load_state_dict,
-                         safe_load, save_checkpoint, set_rng_state)
+from ..utils import WorkDirLock, WorkDirLockedError, ensure_directory, remove_stale_temp_files
+from .checkpoint import (CheckpointError, check_finite, copy_checkpoint, extract_state_dict, get_rng_state,
+                         load_checkpoint, load_state_dict, nonfinite_tensors, safe_load, save_checkpoint,
+                         set_rng_state)
 from .distributed import (DistributedTestSampler, EpochBatchSampler, SeededDataset, all_gather_object,
                           broadcast_object, get_dist_info, is_dist, reduce_mean, sync_random_seed)
 from .logging import TrainLogger, get_logger
@@ -41,6 +43,12 @@ from .test import autocast_context, model_device, multi_gpu_test, prepare_batch,
 _EVAL_HOOK_KEYS = ("interval", "start", "save_best", "rule", "gpu_collect", "tmpdir", "by_epoch",
                    "broadcast_bn_buffers", "out_dir", "less_keys", "greater_keys")
 _GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP", "mDice", "mIoU", "mAcc", "aAcc", "recall")
+# config ``max_nonfinite_losses``: this many consecutive iterations with a NaN / Inf loss stop training
+DEFAULT_MAX_NONFINITE_LOSSES = 3
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training diverged: repeated NaN / Inf losses, or weights that are no longer finite."""
 
 
 # --------------------------------------------------------------------------------------------- helpers
@@ -295,6 +303,71 @@ def _best_rule(key: str, rule: str | None) -> str:
     return "less" if "loss" in key.lower() else "greater"
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping, filename: str | os.PathLike) -> None:
+    """``optimizer.load_state_dict(state)`` with a :class:`CheckpointError` naming the file when the saved
+    state does not fit this optimizer (other parameter groups, or per-parameter buffers of other shapes,
+    which torch would only notice inside the first step)."""
+    try:
+        optimizer.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, RuntimeError) as exc:
+        raise CheckpointError(filename, f"cannot resume: the optimizer state does not fit this config's optimizer "
+                              f"({type(exc).__name__}: {exc})") from None
+    for gi, group in enumerate(optimizer.param_groups):
+        for pi, param in enumerate(group["params"]):
+            for name, value in optimizer.state.get(param, {}).items():
+                if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != param.shape:
+                    raise CheckpointError(filename, f"cannot resume: optimizer state '{name}' of parameter {pi} in "
+                                          f"group {gi} has shape {list(value.shape)}, the parameter "
+                                          f"{list(param.shape)}")
+
+
+def resume_position(meta: Mapping, iters_per_epoch: int, filename: str | os.PathLike,
+                    logger: logging.Logger) -> tuple[int, int, int]:
+    """``(epoch, global_iter, inner_iter)`` to resume at, from a checkpoint's ``meta``.
+
+    Epochs are what a resumed run counts: the lr schedule and the data order depend on the epoch.
+    When the checkpoint was written with another number of iterations per epoch (another batch size or
+    number of processes; ``meta['iters_per_epoch']``, or for MMAction2 files an ``iter`` that is not
+    ``epoch * iters_per_epoch``):
+
+    * at the end of an epoch, the run goes on at the next epoch and the iteration counter is recomputed as
+      ``epoch * iters_per_epoch`` (logged), so the lr schedule stays where an uninterrupted run with this
+      batch size would be;
+    * in the middle of an epoch (``checkpoint_config.by_iter_interval``), the position cannot be carried
+      over: :class:`CheckpointError` (resume from the last ``epoch_N.pth``, or with the original batch size).
+    """
+    epoch = int(meta.get("epoch", 0))
+    inner = int(meta.get("inner_iter", 0))
+    saved_ipe = meta.get("iters_per_epoch")
+    if saved_ipe is not None:
+        differs = int(saved_ipe) != iters_per_epoch
+        saved_text = f"{int(saved_ipe)} iterations per epoch"
+    else:  # MMAction2 0.x/1.x files: only epoch and iter
+        saved_iter = meta.get("iter")
+        differs = saved_iter is not None and int(saved_iter) != epoch * iters_per_epoch + inner
+        saved_text = f"iteration {saved_iter} at epoch {epoch}"
+    if not differs:
+        return epoch, int(meta.get("iter", epoch * iters_per_epoch + inner)), inner
+    if inner:
+        raise CheckpointError(filename, f"cannot resume in the middle of epoch {epoch + 1}: the checkpoint was "
+                              f"written with {saved_text}, this run has {iters_per_epoch} (another batch size or "
+                              "number of processes), so its position in the epoch has no equivalent; resume "
+                              f"from the checkpoint of epoch {epoch} (epoch_{epoch}.pth) or with the original "
+                              "data.videos_per_gpu and number of processes")
+    logger.warning("%s: written with %s, this run has %d iterations per epoch (another batch size or number of "
+                   "processes): resuming at the start of epoch %d with the iteration counter set to %d",
+                   filename, saved_text, iters_per_epoch, epoch + 1, epoch * iters_per_epoch)
+    return epoch, epoch * iters_per_epoch, 0
+
+
+def _max_nonfinite_losses(cfg: Mapping, filename: str | None) -> int:
+    value = cfg.get("max_nonfinite_losses", DEFAULT_MAX_NONFINITE_LOSSES)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"must be a positive integer (consecutive non-finite losses that stop training), "
+                          f"got {value!r}", "max_nonfinite_losses", filename)
+    return value
+
+
 # --------------------------------------------------------------------------------------------- the loop
 def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, distributed: bool = False,
                 validate: bool = False, timestamp: str | None = None, meta: Mapping | None = None,
@@ -305,15 +378,51 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
     Returns a summary dict: ``epoch``, ``iter``, ``last_checkpoint``, ``best_checkpoint``, ``best_score``,
     ``eval_results`` (last validation), ``test_results`` (``--test-last`` / ``--test-best``).
     """
-    filename = getattr(cfg, "filename", None)
     timestamp = timestamp or time.strftime("%Y%m%d_%H%M%S", time.localtime())
     work_dir = Path(cfg.get("work_dir") or "./work_dirs/default")
-    rank, world = get_dist_info()
+    rank, _ = get_dist_info()
     if distributed and not is_dist():
         raise RuntimeError("train_model(distributed=True) needs an initialised process group (init_dist)")
     if rank == 0:
-        work_dir.mkdir(parents=True, exist_ok=True)
+        ensure_directory(work_dir, "work dir")
     logger = logger or get_logger(work_dir / f"{timestamp}.log")
+    lock = _lock_work_dir(work_dir, logger)
+    try:
+        return _train_in_work_dir(model, datasets, cfg, distributed, validate, timestamp, meta, amp, deterministic,
+                                  test, logger, work_dir)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock_work_dir(work_dir: Path, logger: logging.Logger) -> WorkDirLock | None:
+    """Rank 0 takes the work directory's lock (:class:`~actionkit.utils.WorkDirLock`) and removes the
+    temporary files of checkpoint writes that a killed run left; every rank fails if the lock is held."""
+    rank, _ = get_dist_info()
+    lock, failure = None, None
+    if rank == 0:
+        lock = WorkDirLock(work_dir, logger)
+        try:
+            lock.acquire()
+            remove_stale_temp_files(work_dir, logger)
+        except Exception as exc:  # noqa: BLE001 - passed on to every rank below
+            lock.release()
+            failure = exc
+    if is_dist():
+        message = broadcast_object(None if failure is None else str(failure))
+        if message is not None and failure is None:
+            raise WorkDirLockedError(work_dir / WorkDirLock.FILENAME, message)
+    if failure is not None:
+        raise failure
+    return lock
+
+
+def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, distributed: bool,
+                       validate: bool, timestamp: str, meta: Mapping | None, amp: bool | None, deterministic: bool,
+                       test: Mapping | None, logger: logging.Logger, work_dir: Path) -> dict:
+    """The body of :func:`train_model`, run while this process holds the work directory."""
+    filename = getattr(cfg, "filename", None)
+    rank, world = get_dist_info()
     tlog = TrainLogger(work_dir, timestamp, logger, tensorboard=any(
         isinstance(h, Mapping) and h.get("type") == "TensorboardLoggerHook"
         for h in (cfg.get("log_config") or {}).get("hooks", [])))
@@ -344,6 +453,7 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
     optimizer = build_optimizer(model, cfg["optimizer"], filename)
     scheduler = LrScheduler.from_config(optimizer, cfg.get("lr_config"), filename)
     grad_clip = (cfg.get("optimizer_config") or {}).get("grad_clip")
+    max_nonfinite = _max_nonfinite_losses(cfg, filename)
     use_amp = bool(amp) if amp is not None else bool(cfg.get("fp16"))
     scaler = torch.amp.GradScaler("cuda") if use_amp and device.type == "cuda" else None
 
@@ -353,18 +463,22 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
     resume_from = cfg.get("resume_from")
     if resume_from:
         ckpt = safe_load(resume_from, map_location="cpu")
-        load_state_dict(model, _revise(extract_state_dict(ckpt, resume_from)), strict=False, logger=logger,
-                        filename=str(resume_from))
+        resume_sd = _revise(extract_state_dict(ckpt, resume_from))
+        check_finite(resume_sd, resume_from)
+        try:
+            load_state_dict(model, resume_sd, strict=True, logger=logger, filename=str(resume_from))
+        except CheckpointError as exc:
+            raise CheckpointError(resume_from, "cannot resume: the checkpoint's weights do not fit this config's "
+                                  "model (resume needs the same model; --cfg-options load_from=... loads "
+                                  "matching weights only)" + str(exc)[len(str(resume_from)) + 1:]) from None
         if "optimizer" in ckpt and isinstance(ckpt["optimizer"], Mapping):
-            optimizer.load_state_dict(ckpt["optimizer"])
+            load_optimizer_state(optimizer, ckpt["optimizer"], resume_from)
         if "scheduler" in ckpt and isinstance(ckpt["scheduler"], Mapping):
             scheduler.load_state_dict(ckpt["scheduler"])
         if scaler is not None and "amp_scaler" in ckpt:
             scaler.load_state_dict(ckpt["amp_scaler"])
         cmeta = ckpt.get("meta") or {}
-        start_epoch = int(cmeta.get("epoch", 0))
-        global_iter = int(cmeta.get("iter", start_epoch * iters_per_epoch))
-        start_inner = int(cmeta.get("inner_iter", 0))
+        start_epoch, global_iter, start_inner = resume_position(cmeta, iters_per_epoch, resume_from, logger)
         hook_msgs = dict(cmeta.get("hook_msgs") or {})
         rng = cmeta.get("rng_states")
         if isinstance(rng, list) and len(rng) == world:
@@ -410,10 +524,19 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
              "epoch": epoch_done, "iter": global_iter, "inner_iter": inner, "seed": seed,
              "time": time.asctime(), "world_size": world,
              "config": cfg.pretty_text() if hasattr(cfg, "pretty_text") else repr(to_plain(dict(cfg))),
-             "hook_msgs": dict(hook_msgs), "rng_states": all_gather_object(get_rng_state())}
+             "iters_per_epoch": iters_per_epoch, "hook_msgs": dict(hook_msgs),
+             "rng_states": all_gather_object(get_rng_state())}
         return m
 
     def write_ckpt(path: Path, epoch_done: int, inner: int) -> None:
+        bad = nonfinite_tensors(unwrap_model(model).state_dict())  # same on every rank (DDP keeps them equal)
+        if bad:
+            last = summary.get("last_checkpoint")
+            raise NonFiniteTrainingError(
+                f"training stopped at epoch {epoch + 1}, iteration {inner or iters_per_epoch}: {len(bad)} weight "
+                f"tensors are NaN / Inf (first: {', '.join(bad[:5])}); {path.name} was not written"
+                + (f"; the last good checkpoint is {last}" if last else "")
+                + " (lower the lr or set optimizer_config.grad_clip)")
         m = make_meta(epoch_done, inner)  # collective: every rank takes part
         if rank == 0:
             extra = {"amp_scaler": scaler.state_dict()} if scaler is not None else None
@@ -426,6 +549,8 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
     t_start = time.time()
     iters_run = 0
     lr = scheduler.lrs_at(start_epoch, global_iter, iters_per_epoch, max_epochs)[0]
+    nonfinite_run = 0
+    epoch = start_epoch
     for epoch in range(start_epoch, max_epochs):
         batch_sampler.set_epoch(epoch)
         inner = start_inner if epoch == start_epoch else 0
@@ -440,8 +565,22 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
             with autocast_context(use_amp, device):
                 outputs = model(**data, return_loss=True)
             loss, log_vars = parse_losses(outputs)
-            if not math.isfinite(log_vars["loss"]):
-                logger.warning("non-finite loss %s at epoch %d iter %d", log_vars["loss"], epoch + 1, inner + 1)
+            # the logged loss is the mean over ranks: every rank takes the same decision
+            finite = math.isfinite(log_vars["loss"])
+            if finite:
+                nonfinite_run = 0
+            else:
+                nonfinite_run += 1
+                logger.warning("non-finite loss %s at epoch %d iter %d: the update is skipped (%d in a row; "
+                               "max_nonfinite_losses=%d)", log_vars["loss"], epoch + 1, inner + 1, nonfinite_run,
+                               max_nonfinite)
+                if nonfinite_run >= max_nonfinite:
+                    last = summary.get("last_checkpoint")
+                    raise NonFiniteTrainingError(
+                        f"training stopped at epoch {epoch + 1}, iteration {inner + 1}: the loss was NaN / Inf "
+                        f"for {nonfinite_run} consecutive iterations (max_nonfinite_losses={max_nonfinite})"
+                        + (f"; the last checkpoint is {last}" if last else "")
+                        + " (lower the lr, set optimizer_config.grad_clip, or check the data)")
             optimizer.zero_grad()
             if scaler is not None:
                 scaler.scale(loss).backward()
@@ -450,15 +589,17 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
                     norm = clip_grads(unwrap_model(model).parameters(), **grad_clip)
                     if norm is not None:
                         log_vars["grad_norm"] = float(norm)
-                scaler.step(optimizer)
-                scaler.update()
+                if finite:
+                    scaler.step(optimizer)
+                    scaler.update()
             else:
-                loss.backward()
+                loss.backward()  # also for a skipped update: DDP ranks meet in backward
                 if grad_clip is not None:
                     norm = clip_grads(unwrap_model(model).parameters(), **grad_clip)
                     if norm is not None:
                         log_vars["grad_norm"] = float(norm)
-                optimizer.step()
+                if finite:
+                    optimizer.step()
             global_iter += 1
             inner += 1
             iters_run += 1
@@ -518,7 +659,13 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
                 rule = _best_rule(key, eval_cfg.get("rule"))
                 score = float(eval_res[key])
                 best = hook_msgs.get("best_score")
+                if best is not None and not math.isfinite(float(best)):
+                    best = None  # a NaN best (older runs) never wins a comparison
                 better = best is None or (score > best if rule == "greater" else score < best)
+                if not math.isfinite(score):
+                    better = False
+                    logger.warning("epoch %d: %s is %s; not a candidate for the best checkpoint", epoch_done, key,
+                                   score)
                 if better:
                     old = hook_msgs.get("best_ckpt")
                     new = work_dir / f"best_{key}_epoch_{epoch_done}.pth"
