@@ -24,6 +24,7 @@ import bisect
 import logging
 import os
 import threading
+import zlib
 from collections import OrderedDict
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -114,31 +115,65 @@ def _as_index_array(indices: Iterable[int] | np.ndarray) -> np.ndarray:
 # PyAV reader
 # --------------------------------------------------------------------------------------------------
 class _PacketIndex:
-    """Display-order index of a video stream: pts of every frame and which frames are keyframes."""
+    """Where each frame of a video stream is, and where decoding can start.
 
-    __slots__ = ("pts", "keyframes", "width", "height", "fps")
+    Two numberings:
 
-    def __init__(self, pts: np.ndarray, keyframes: list[int], width: int, height: int, fps: float):
+    - by timestamps (``decode_order=False``): frame ``i`` is the frame whose presentation timestamp is
+      ``pts[i]`` (the sorted packet timestamps); ``seek_ts[j]`` is ``pts[keyframes[j]]``.
+    - by decode order (``decode_order=True``, for containers that store no presentation timestamps, such as
+      AVI, or whose timestamps disagree with the decoded frames): frame ``i`` is the ``i``-th frame the
+      decoder outputs from the start of the stream, exactly as a sequential decode numbers them;
+      ``num_frames`` was counted by one such decode.  ``keyframes[j]`` is the number of a keyframe,
+      ``seek_ts[j]`` the timestamp its packet is found by, and ``signatures[j]`` a checksum of its luma
+      plane that identifies it after a seek (a seek is only trusted once that keyframe has come out).
+    """
+
+    __slots__ = ("pts", "num_frames", "keyframes", "seek_ts", "signatures", "decode_order", "width", "height",
+                 "fps")
+
+    def __init__(self, num_frames: int, keyframes: list[int], seek_ts: list[int], width: int, height: int,
+                 fps: float, pts: np.ndarray | None = None, signatures: list[int | None] | None = None):
         self.pts = pts  # int64, sorted (display order); compact so that long AVA videos cache cheaply
-        self.keyframes = keyframes  # sorted display indices of keyframes
+        self.num_frames = int(num_frames)
+        self.keyframes = keyframes  # sorted frame numbers where decoding may start; always begins with 0
+        self.seek_ts = seek_ts
+        self.decode_order = pts is None
+        self.signatures = signatures if signatures is not None else [None] * len(keyframes)
         self.width = width
         self.height = height
         self.fps = fps
 
     def __len__(self) -> int:
-        return len(self.pts)
+        return self.num_frames
 
     def index_of(self, pts: int | None) -> int | None:
-        if pts is None:
+        if pts is None or self.pts is None:
             return None
         i = int(np.searchsorted(self.pts, pts))
         return i if i < len(self.pts) and self.pts[i] == pts else None
+
+    def without_seeking(self) -> "_PacketIndex":
+        """The same numbering, decoded from the start only."""
+        return _PacketIndex(self.num_frames, [0], self.seek_ts[:1], self.width, self.height, self.fps,
+                            self.pts, self.signatures[:1])
 
 
 _INDEX_CACHE: "OrderedDict[tuple, _PacketIndex]" = OrderedDict()
 _INDEX_CACHE_LOCK = threading.Lock()
 _INDEX_CACHE_FILES = 512
 _INDEX_CACHE_FRAMES = 8_000_000  # ~64 MB of timestamps per process at most
+
+# Containers that store no presentation timestamps (the demuxer's parser guesses them, wrongly for packed
+# B-frames and dropped-frame placeholders): their frames are numbered in decode order.
+_DECODE_ORDER_FORMATS = frozenset({"avi"})
+# Codecs whose packets may decode to no frame (MPEG-4 Part 2 N-VOPs: dropped-frame placeholders, the empty
+# chunks of packed B-frames), in whatever container: numbered in decode order too.
+_DECODE_ORDER_CODECS = frozenset({"mpeg4", "msmpeg4v1", "msmpeg4v2", "msmpeg4v3", "h263", "h263p", "h263i"})
+# After a seek in decode order, the keyframe sought must come out within this many frames.
+_SYNC_LIMIT = 64
+# Frames decoded when a file is indexed by timestamps, to check that decoded frames carry them in order.
+_CHECKED_FRAMES = 8
 
 
 def clear_index_cache() -> None:
@@ -151,40 +186,71 @@ def _file_key(path: str) -> tuple:
     return (path, st.st_size, st.st_mtime_ns)
 
 
+def _luma_signature(frame) -> int:
+    """CRC-32 of a decoded frame's 8-bit luma (identifies a keyframe after a seek)."""
+    return zlib.crc32(np.ascontiguousarray(frame.to_ndarray(format="gray")).data)
+
+
+class _StreamMismatch(Exception):
+    """Internal: the decoded stream disagrees with the index (handled by ``PyAVReader._decode_one``)."""
+
+
 class PyAVReader:
     """Frame-accurate random access to a video file with PyAV.
 
+    Frame ``i`` is always the ``i``-th frame of a sequential decode of the whole stream.  Files with
+    trustworthy timestamps (mp4, mkv, webm, ...) are indexed from their packet timestamps and read with
+    keyframe seeks; AVI files (no stored presentation timestamps: packed B-frames and dropped-frame
+    placeholders make the guessed ones wrong) are numbered in decode order, counted by one sequential
+    decode when the file is first opened, and seek only to keyframes that are recognised by their
+    pixels once decoded.  When the decoded frames ever disagree with a timestamp index, the file falls
+    back to decode order (and a seek that cannot be verified, to decoding from the start).
+
     ``num_threads`` is the decoder thread count (1 suits DataLoader workers, like decord's default).
-    The packet index of a file is cached per process (keyed by path, size and mtime) so that reading
+    The index of a file is cached per process (keyed by path, size and mtime) so that reading
     many clips of one long video (AVA) demuxes it once.
     """
 
     def __init__(self, path: str | os.PathLike, num_threads: int = 1):
-        import av
-
         self.path = str(path)
+        self._num_threads = int(num_threads or 1)
         if not os.path.isfile(self.path):
             raise DecodeError(f"{self.path}: video file not found", self.path)
+        self._iter = None  # live decode generator
+        self._pos: int | None = None  # frame number of the next frame the generator yields
+        self._last_out: int | None = None  # timestamp index of the last frame decoded since the seek
+        self._peeked = None  # a frame decoded ahead (to verify the one before it), yielded next
+        self._run = 0  # frames decoded since the last seek (timestamp numbering)
+        self._sync: int | None = None  # signature of the keyframe a decode-order seek must find first
+        self._container, self._stream = self._open_container(self.path, self._num_threads)
         try:
-            self._container = av.open(self.path)
+            self._index = self._load_index()
+        except BaseException:
+            self.close()
+            raise
+
+    @staticmethod
+    def _open_container(path: str, num_threads: int):
+        import av
+
+        try:
+            container = av.open(path)
         except Exception as e:  # av.error.FFmpegError and friends
-            raise DecodeError(f"{self.path}: cannot open video ({type(e).__name__}: {e})", self.path) from e
+            raise DecodeError(f"{path}: cannot open video ({type(e).__name__}: {e})", path) from e
         try:
-            if not self._container.streams.video:
-                raise DecodeError(f"{self.path}: no video stream", self.path)
-            self._stream = self._container.streams.video[0]
-            cc = self._stream.codec_context
-            if num_threads and num_threads > 1:
-                cc.thread_count = int(num_threads)
+            if not container.streams.video:
+                raise DecodeError(f"{path}: no video stream", path)
+            stream = container.streams.video[0]
+            cc = stream.codec_context
+            if num_threads > 1:
+                cc.thread_count = num_threads
                 cc.thread_type = "AUTO"
             else:
                 cc.thread_count = 1
-            self._index = self._load_index()
         except BaseException:
-            self._container.close()
+            container.close()
             raise
-        self._iter = None  # live decode generator
-        self._pos: int | None = None  # display index of the next frame the generator yields
+        return container, stream
 
     # ---- index ------------------------------------------------------------------------------
     def _load_index(self) -> _PacketIndex:
@@ -198,23 +264,27 @@ class PyAVReader:
                 _INDEX_CACHE.move_to_end(key)
                 return idx
         idx = self._build_index()
+        self._cache_index(key, idx)
+        return idx
+
+    @staticmethod
+    def _cache_index(key: tuple, idx: _PacketIndex) -> None:
         with _INDEX_CACHE_LOCK:
             _INDEX_CACHE[key] = idx
+            _INDEX_CACHE.move_to_end(key)
             total = sum(len(v) for v in _INDEX_CACHE.values())
             while len(_INDEX_CACHE) > 1 and (len(_INDEX_CACHE) > _INDEX_CACHE_FILES
                                              or total > _INDEX_CACHE_FRAMES):
                 total -= len(_INDEX_CACHE.popitem(last=False)[1])
-        return idx
 
-    def _build_index(self) -> _PacketIndex:
+    def _demux_packets(self) -> tuple[list[tuple[int | None, int | None, bool]], int]:
+        """(pts, dts, is_keyframe) of every shown video packet in file order, and the number discarded."""
         import av
 
-        stream = self._stream
-        entries: list[tuple[int, bool]] = []
-        no_pts = 0
+        packets: list[tuple[int | None, int | None, bool]] = []
         discarded = 0
         try:
-            for packet in self._container.demux(stream):
+            for packet in self._container.demux(self._stream):
                 if packet.size == 0:
                     continue
                 if packet.is_discard:
@@ -222,43 +292,142 @@ class PyAVReader:
                     # decoded as a reference but never shown, so it is not a frame of the video
                     discarded += 1
                     continue
-                if packet.pts is None:
-                    no_pts += 1
-                    continue
-                entries.append((int(packet.pts), bool(packet.is_keyframe)))
+                packets.append((packet.pts, packet.dts, bool(packet.is_keyframe)))
         except av.error.FFmpegError as e:
             # A truncated file: keep the packets read so far; frames past them fail when requested.
             logger.debug("%s: demuxing stopped early: %s", self.path, e)
-        if no_pts:
-            raise DecodeError(f"{self.path}: {no_pts} video packets without timestamps; "
-                              "frame-accurate access is impossible (remux the file, e.g. to mp4)", self.path)
-        if not entries:
+        return packets, discarded
+
+    def _geometry(self) -> tuple[int, int, float]:
+        stream = self._stream
+        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+        return int(stream.codec_context.width), int(stream.codec_context.height), float(rate) if rate else 0.0
+
+    def _build_index(self) -> _PacketIndex:
+        packets, discarded = self._demux_packets()
+        if not packets:
             raise DecodeError(f"{self.path}: the video has no decodable frames", self.path)
-        fmt = self._container.format.name or ""
-        declared = int(stream.frames or 0)
-        if declared > len(entries) + discarded and ("mp4" in fmt or "mov" in fmt):
+        fmt = set((self._container.format.name or "").split(","))
+        codec = self._stream.codec_context.name
+        if (fmt & _DECODE_ORDER_FORMATS or codec in _DECODE_ORDER_CODECS
+                or any(pts is None for pts, _, _ in packets)):
+            return self._build_decode_order_index(packets)
+        declared = int(self._stream.frames or 0)
+        if declared > len(packets) + discarded and fmt & {"mp4", "mov"}:
             raise DecodeError(f"{self.path}: truncated or corrupt video: the header lists {declared} frames "
-                              f"but only {len(entries)} are present", self.path, len(entries))
-        entries.sort()
+                              f"but only {len(packets)} are present", self.path, len(packets))
+        entries = sorted((int(pts), key) for pts, _, key in packets)
         pts = np.array([p for p, _ in entries], np.int64)
         if len(pts) > 1 and not np.all(np.diff(pts) > 0):
-            raise DecodeError(f"{self.path}: duplicate frame timestamps in the video stream", self.path)
+            # not frame-accurate by timestamps; the decoder's own order still is
+            logger.debug("%s: duplicate frame timestamps; numbering frames in decode order", self.path)
+            return self._build_decode_order_index(packets)
         keyframes = [i for i, (_, k) in enumerate(entries) if k]
         if not keyframes or keyframes[0] != 0:
             keyframes = [0] + keyframes  # decode from the start to reach frames before the first keyframe
-        cc = stream.codec_context
-        rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-        fps = float(rate) if rate else 0.0
+        w, h, fps = self._geometry()
+        idx = _PacketIndex(len(pts), keyframes, [int(pts[k]) for k in keyframes], w, h, fps, pts=pts)
+        reason = self._check_first_frames(idx)
+        if reason is not None:
+            logger.warning("%s: frame timestamps disagree with the decoded stream (%s); numbering frames "
+                           "in decode order", self.path, reason)
+            self._drop_iter()
+            return self._build_decode_order_index(packets)
+        return idx
+
+    def _check_first_frames(self, idx: _PacketIndex) -> str | None:
+        """Decode the first frames: each must carry the next timestamp of the index (else the reason why not).
+
+        The decoder is left where the check stopped, so that a first read near the start goes on from there.
+        """
+        import av
+
+        self._rewind()
+        self._index = idx
+        self._seek_to_keyframe(0)
         try:
-            self._container.seek(0, stream=stream)
+            for n in range(min(_CHECKED_FRAMES, idx.num_frames)):
+                frame = next(self._iter, None)
+                if frame is None or frame.pts != idx.pts[n]:
+                    got = "the end of the stream" if frame is None else f"timestamp {frame.pts}"
+                    return f"frame {n} should have timestamp {idx.pts[n]}, the decoder gave {got}"
+                self._pos, self._last_out, self._run = n + 1, n, n + 1
+        except av.error.FFmpegError as e:  # damaged data: left to the reads that reach it
+            logger.debug("%s: decoding the first frames failed: %s", self.path, e)
+            self._drop_iter()
+        return None
+
+    def _build_decode_order_index(self, packets: list[tuple[int | None, int | None, bool]]) -> _PacketIndex:
+        """Count the frames of a sequential decode; pair keyframe packets with the keyframes decoded."""
+        import av
+
+        container, stream = self._open_container(self.path, self._num_threads)
+        count = 0
+        decoded_keys: list[tuple[int, int]] = []  # (frame number, luma signature)
+        try:
+            for frame in container.decode(stream):
+                if frame.key_frame:
+                    decoded_keys.append((count, _luma_signature(frame)))
+                count += 1
+        except av.error.FFmpegError as e:
+            # a damaged tail: the frames decoded so far are the video (as in a sequential decode)
+            logger.debug("%s: decoding stopped after %d frames: %s", self.path, count, e)
+        finally:
+            container.close()
+        if count == 0:
+            raise DecodeError(f"{self.path}: the video has no decodable frames", self.path)
+        key_dts = [dts for _, dts, key in packets if key]
+        keyframes, seek_ts, signatures = [0], [0], [None]
+        counts = {}
+        for _, sig in decoded_keys:
+            counts[sig] = counts.get(sig, 0) + 1
+        if len(key_dts) == len(decoded_keys):  # the n-th keyframe packet decodes to the n-th keyframe
+            for dts, (number, sig) in zip(key_dts, decoded_keys):
+                if number > 0 and dts is not None and counts[sig] == 1 and number > keyframes[-1]:
+                    keyframes.append(number)
+                    seek_ts.append(int(dts))
+                    signatures.append(sig)
+        self._rewind()
+        w, h, fps = self._geometry()
+        return _PacketIndex(count, keyframes, seek_ts, w, h, fps, pts=None, signatures=signatures)
+
+    def _rewind(self) -> None:
+        """Back to the start of the file (re-opened when the container cannot seek)."""
+        import av
+
+        try:
+            self._container.seek(0, stream=self._stream)
         except av.error.FFmpegError:
-            pass
-        return _PacketIndex(pts, keyframes, int(cc.width), int(cc.height), fps)
+            self._container.close()
+            self._container, self._stream = self._open_container(self.path, self._num_threads)
+
+    def _fall_back(self, reason: str) -> None:
+        """Replace an index the decoded stream contradicted: timestamps -> decode order -> no seeking."""
+        old = self._index
+        if not old.decode_order:
+            logger.warning("%s: frame timestamps disagree with the decoded stream (%s); numbering frames "
+                           "in decode order", self.path, reason)
+            self._drop_iter()
+            self._rewind()
+            packets, _ = self._demux_packets()
+            new = self._build_decode_order_index(packets)
+        else:
+            logger.warning("%s: a seek could not be verified (%s); decoding from the start", self.path, reason)
+            new = old.without_seeking()
+        self._index = new
+        try:
+            key = _file_key(self.path)
+        except OSError:
+            return
+        with _INDEX_CACHE_LOCK:
+            if _INDEX_CACHE.get(key) is not old:
+                return
+        self._cache_index(key, new)
 
     # ---- public -----------------------------------------------------------------------------
     @property
     def num_frames(self) -> int:
-        return len(self._index)
+        return self._index.num_frames
 
     @property
     def fps(self) -> float:
@@ -273,9 +442,7 @@ class PyAVReader:
         return self.num_frames
 
     def close(self) -> None:
-        if self._iter is not None:
-            self._iter.close()
-            self._iter = None
+        self._drop_iter()
         self._container.close()
 
     def __enter__(self) -> "PyAVReader":
@@ -312,63 +479,146 @@ class PyAVReader:
             yield pos, arr, False
 
     # ---- decoding -----------------------------------------------------------------------------
-    def _seek_to_keyframe(self, k: int) -> None:
-        import av
-
+    def _drop_iter(self) -> None:
         if self._iter is not None:
             self._iter.close()
-            self._iter = None
-        try:
-            self._container.seek(int(self._index.pts[k]), stream=self._stream, backward=True, any_frame=False)
-        except av.error.FFmpegError as e:
-            raise DecodeError(f"{self.path}: seek to frame {k} failed ({e})", self.path, k) from e
+        self._iter = None
+        self._pos = None
+        self._peeked = None
+
+    def _seek_to_keyframe(self, k: int) -> None:
+        """Start decoding at keyframe ``k`` (a frame number in ``self._index.keyframes``)."""
+        import av
+
+        idx = self._index
+        j = bisect.bisect_left(idx.keyframes, k)
+        self._drop_iter()
+        if k == 0:
+            self._rewind()
+        else:
+            try:
+                self._container.seek(idx.seek_ts[j], stream=self._stream, backward=True, any_frame=False)
+            except av.error.FFmpegError as e:
+                raise DecodeError(f"{self.path}: seek to frame {k} failed ({e})", self.path, k) from e
         self._iter = self._container.decode(self._stream)
         self._pos = k
+        self._last_out = None
+        self._run = 0
+        self._sync = idx.signatures[j] if idx.decode_order and k > 0 else None
 
     def _restart(self) -> None:
         self._seek_to_keyframe(0)
 
-    def _next_frame(self, target: int):
-        """Next decoded frame and its display index, or (None, None) at the end of the stream."""
+    def _pull(self, target: int):
+        """The decoder's next frame, or None at the end of the stream."""
         import av
 
+        if self._peeked is not None:
+            frame, self._peeked = self._peeked, None
+            return frame
         try:
-            frame = next(self._iter)
+            return next(self._iter)
         except StopIteration:
-            return None, None
+            return None
         except av.error.FFmpegError as e:
-            self._iter = None
-            self._pos = None
+            self._drop_iter()
             raise DecodeError(f"{self.path}: decoding failed before frame {target} ({e})",
                               self.path, target) from e
-        idx = self._index.index_of(frame.pts)
-        if idx is None:
-            idx = self._pos if self._pos is not None else 0
-        return frame, idx
+
+    def _next_frame(self, target: int):
+        """Next decoded frame and its frame number, or (None, None) at the end of the stream.
+
+        Raises :class:`_StreamMismatch` when the frame contradicts the index.
+        """
+        frame = self._pull(target)
+        if frame is None:
+            return None, None
+        idx = self._index
+        if idx.decode_order:
+            if self._sync is not None:  # after a seek: frames before the keyframe sought are not counted
+                for _ in range(_SYNC_LIMIT):
+                    if frame.key_frame and _luma_signature(frame) == self._sync:
+                        self._sync = None
+                        return frame, self._pos
+                    frame = self._pull(target)
+                    if frame is None:
+                        break
+                raise _StreamMismatch(f"keyframe {self._pos} did not come out after seeking to it")
+            return frame, self._pos
+        i = idx.index_of(frame.pts)
+        if i is None:
+            raise _StreamMismatch(f"a decoded frame has timestamp {frame.pts}, which no packet has")
+        if self._last_out is not None and i != self._last_out + 1:
+            raise _StreamMismatch(f"decoded frames jump from timestamp {idx.pts[self._last_out]} to "
+                                  f"{frame.pts} (frame {self._last_out} to {i})")
+        self._last_out = i
+        self._run += 1
+        return frame, i
+
+    def _check_successor(self, i: int, target: int) -> None:
+        """The first frame after a seek is only trusted once the next decoded frame is frame ``i + 1``."""
+        nxt = self._pull(target)
+        if nxt is None:
+            if i != self.num_frames - 1:
+                raise _StreamMismatch(f"the stream ended after frame {i}")
+            return
+        self._peeked = nxt
+        j = self._index.index_of(nxt.pts)
+        if j != i + 1:
+            raise _StreamMismatch(f"frame {i} (timestamp {self._index.pts[i]}) is followed by "
+                                  f"timestamp {nxt.pts}")
 
     def _decode_one(self, target: int) -> np.ndarray:
+        try:
+            return self._decode_indexed(target)
+        except _StreamMismatch as e:
+            reason = str(e)
+        self._drop_iter()
+        self._fall_back(reason)
+        if target >= self.num_frames:
+            raise DecodeError(f"{self.path}: frame {target} does not exist: a sequential decode gives "
+                              f"{self.num_frames} frames ({reason})", self.path, target)
+        try:
+            return self._decode_indexed(target)
+        except _StreamMismatch as e:
+            self._drop_iter()
+            if self._index.keyframes != [0]:
+                self._fall_back(str(e))
+                try:
+                    return self._decode_indexed(target)
+                except _StreamMismatch:
+                    pass
+            self._drop_iter()
+            raise DecodeError(f"{self.path}: frame {target} cannot be located in the decoded stream ({e})",
+                              self.path, target) from None
+
+    def _decode_indexed(self, target: int) -> np.ndarray:
         kfs = self._index.keyframes
         k = kfs[bisect.bisect_right(kfs, target) - 1]
         if self._iter is None or self._pos is None or target < self._pos or k > self._pos:
             self._seek_to_keyframe(k)
         overshoot_retry = True
         while True:
-            frame, idx = self._next_frame(target)
+            frame, i = self._next_frame(target)
             if frame is None:
-                self._iter = None
-                self._pos = None
-                raise DecodeError(f"{self.path}: frame {target} could not be decoded (the stream ended "
-                                  f"early; the header lists {self.num_frames} frames)", self.path, target)
-            if idx > target:
+                self._drop_iter()
+                if self._index.decode_order and self._sync is None:
+                    raise DecodeError(f"{self.path}: frame {target} could not be decoded (the stream ended "
+                                      f"early; a sequential decode gave {self.num_frames} frames)",
+                                      self.path, target)
+                raise _StreamMismatch(f"the stream ended before frame {target}")
+            if i > target:
                 # The demuxer landed after the target (an unusual seek): decode from the start.
                 if overshoot_retry:
                     overshoot_retry = False
                     self._restart()
                     continue
-                raise DecodeError(f"{self.path}: frame {target} is missing from the decoded stream",
-                                  self.path, target)
-            self._pos = idx + 1
-            if idx == target:
+                raise _StreamMismatch(f"frame {target} is missing from the decoded stream")
+            first_after_seek = not self._index.decode_order and self._run == 1
+            self._pos = i + 1
+            if i == target:
+                if first_after_seek:
+                    self._check_successor(i, target)
                 return frame.to_ndarray(format="rgb24")
 
 

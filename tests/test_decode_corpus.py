@@ -1,0 +1,349 @@
+"""Video corpus: every reader returns exactly the frames of a sequential decode, for every index.
+
+The corpus is written with the project's own encoder (PyAV): MPEG-4 Part 2 in AVI with B-frames (as
+ffmpeg stores them, and DivX-style *packed* B-frames with N-VOP placeholders, the UCF101 / HMDB51 layout,
+built here by packing the encoder's packets the way DivX does), an AVI with a dropped-frame N-VOP, an AVI
+whose header lists the wrong frame count, MKV (H.264 with B-frames), WebM / VP9, a variable-frame-rate MP4,
+and the packed stream remuxed into MKV (stored timestamps that contradict the decoded frames).
+Frames carry their number as burnt-in blocks, so a wrong frame is caught even where pixels are close.
+"""
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from actionkit.data import decode as D
+from actionkit.data.decode import DecodeError, open_video
+from actionkit.data.synthetic_kinetics import write_video
+from actionkit.registry import PIPELINES
+
+H, W = 48, 64
+N = 40  # frames per clip
+FPS = 25
+VOP = b"\x00\x00\x01\xb6"  # MPEG-4 Part 2 VOP start code
+DIVX_PACKED_USER_DATA = b"\x00\x00\x01\xb2DivX503b1393p"  # the 'p' marks a packed bitstream
+
+
+def numbered_frames(n: int = N) -> np.ndarray:
+    """A moving gradient with the frame number as 6 black / white 8x8 blocks along the bottom."""
+    yy, xx = np.mgrid[0:H, 0:W]
+    frames = np.empty((n, H, W, 3), np.uint8)
+    for i in range(n):
+        img = np.stack([(xx * 3 + i * 5) % 256, (yy * 4 + i * 3) % 256, np.full_like(xx, 128)], -1)
+        frames[i] = img.astype(np.uint8)
+        for b in range(6):
+            frames[i, H - 8:, b * 8:(b + 1) * 8] = 255 if (i >> b) & 1 else 0
+    return frames
+
+
+def frame_number(img: np.ndarray) -> int:
+    return sum(1 << b for b in range(6) if img[H - 6:H - 2, b * 8 + 2:b * 8 + 6].mean() > 128)
+
+
+# ---- MPEG-4 Part 2 stream surgery ---------------------------------------------------------------
+def vop_type(packet: bytes) -> str:
+    i = packet.find(VOP)
+    return "IPBS"[packet[i + 4] >> 6]
+
+
+def encode_mpeg4(frames: np.ndarray, max_b_frames: int = 2, gop: int = 12) -> list[bytes]:
+    """The mpeg4 encoder's packets in decode order (one VOP each)."""
+    import av
+
+    cc = av.CodecContext.create("mpeg4", "w")
+    cc.width, cc.height, cc.pix_fmt = W, H, "yuv420p"
+    cc.time_base, cc.framerate = Fraction(1, FPS), Fraction(FPS, 1)
+    cc.gop_size, cc.max_b_frames = gop, max_b_frames
+    packets: list[bytes] = []
+    for i, rgb in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+        frame.pts = i
+        packets += [bytes(p) for p in cc.encode(frame)]
+    packets += [bytes(p) for p in cc.encode(None)]
+    return packets
+
+
+def n_vop(anchor: bytes) -> bytes:
+    """A not-coded P-VOP (N-VOP) with the time of ``anchor``'s VOP (5 time-increment bits at 25 fps)."""
+    i = anchor.find(VOP) + 4
+    bits = "".join(f"{b:08b}" for b in anchor[i:i + 8])
+    j = 2
+    while bits[j] == "1":  # modulo_time_base
+        j += 1
+    header = "01" + bits[2:j + 1] + bits[j + 1:j + 8] + "0"  # P, same time (marker, 5 bits, marker), not coded
+    header += "0" + "1" * ((7 - len(header)) % 8)  # stuffing to the byte boundary
+    return VOP + int(header, 2).to_bytes(len(header) // 8, "big")
+
+
+def pack_b_frames(packets: list[bytes]) -> list[bytes]:
+    """DivX packed bitstream: each anchor travels with its first B-frame, the other B-frames one chunk
+    later, and an N-VOP fills the anchor's own display slot: one chunk per displayed frame."""
+    marked = [p.replace(VOP, DIVX_PACKED_USER_DATA + VOP, 1) if vop_type(p) == "I" else p for p in packets]
+    chunks, k = [marked[0]], 1
+    while k < len(marked):
+        anchor, k = marked[k], k + 1
+        b_frames = []
+        while k < len(marked) and vop_type(marked[k]) == "B":
+            b_frames.append(marked[k])
+            k += 1
+        if b_frames:
+            chunks += [anchor + b_frames[0]] + b_frames[1:] + [n_vop(anchor)]
+        else:
+            chunks.append(anchor)
+    return chunks
+
+
+def mux_chunks(path: Path, chunks: list[bytes]) -> None:
+    """Store one MPEG-4 chunk per frame time (AVI: the chunk index is the only timestamp)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=FPS)
+        s.width, s.height = W, H
+        if path.suffix == ".avi":
+            s.codec_tag = "DX50"
+        for i, data in enumerate(chunks):
+            p = av.Packet(data)
+            p.pts = p.dts = i
+            p.time_base = Fraction(1, FPS)
+            p.is_keyframe = vop_type(data) == "I"
+            p.stream = s
+            c.mux(p)
+
+
+def set_avi_frame_count(src: Path, dst: Path, count: int) -> None:
+    """Copy an AVI with the frame count of its main and stream headers replaced."""
+    data = bytearray(src.read_bytes())
+    for tag, offset in ((b"avih", 16), (b"strh", 32)):
+        i = data.find(tag)
+        struct.pack_into("<I", data, i + 8 + offset, count)
+    dst.write_bytes(bytes(data))
+
+
+def write_vfr_mp4(path: Path, frames: np.ndarray) -> None:
+    """H.264 with B-frames and irregular frame durations (1-3 ticks of 1/60 s)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 60)
+        s.options = {"x264-params": "keyint=10:min-keyint=10:scenecut=0:bframes=2:threads=1"}
+        t = 0
+        for i, rgb in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
+            frame.pts, frame.time_base = t, Fraction(1, 60)
+            t += 1 + (i * 7) % 3
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+CORPUS = ["avi_packed", "avi_bframes", "avi_nvop", "avi_header_count", "mkv_packed", "mkv_nvop", "mkv_h264",
+          "webm_vp9", "mp4_vfr"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("corpus")
+    frames = numbered_frames()
+    packets = encode_mpeg4(frames)
+    assert "B" in {vop_type(p) for p in packets}
+    paths = {name: d / f"{name}.{name.split('_')[0]}" for name in CORPUS}
+    mux_chunks(paths["avi_packed"], pack_b_frames(packets))
+    mux_chunks(paths["mkv_packed"], pack_b_frames(packets))
+    _write_mpeg4_avi_with_b_frames(paths["avi_bframes"], frames)
+    plain = encode_mpeg4(frames[:30], max_b_frames=0)
+    mux_chunks(paths["avi_nvop"], plain[:8] + [n_vop(plain[7])] + plain[8:])  # 31 chunks, 30 frames
+    mux_chunks(paths["mkv_nvop"], plain[:20] + [n_vop(plain[19])] + plain[20:])  # stored timestamps, 30 frames
+    set_avi_frame_count(paths["avi_bframes"], paths["avi_header_count"], 90)
+    write_video(paths["mkv_h264"], frames, fps=FPS, gop=9)
+    write_video(paths["webm_vp9"], frames[:24], fps=FPS, gop=7, codec="libvpx-vp9")
+    write_vfr_mp4(paths["mp4_vfr"], frames)
+    D.clear_index_cache()
+    return paths
+
+
+def _write_mpeg4_avi_with_b_frames(path: Path, frames: np.ndarray) -> None:
+    """MPEG-4 with 2 B-frames muxed by ffmpeg's AVI muxer (unpacked, as ffmpeg writes it)."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mpeg4", rate=FPS)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.codec_context.gop_size, s.codec_context.max_b_frames = 12, 2
+        for rgb in frames:
+            for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+def sequential(path: Path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+EXPECTED_NUMBERS = {"avi_nvop": list(range(30)), "mkv_nvop": list(range(30)), "webm_vp9": list(range(24))}  # an N-VOP shows no frame
+
+
+def test_corpus_is_what_it_claims(corpus):
+    """The packed file really is packed (2, 1, 0 VOPs per chunk), every file decodes to its frames in order."""
+    import av
+
+    with av.open(str(corpus["avi_packed"])) as c:
+        s = c.streams.video[0]
+        sizes = [p.size for p in c.demux(s) if p.size]
+    with av.open(str(corpus["avi_packed"])) as c:
+        frame_pts = [f.pts for f in c.decode(video=0)]
+    assert len(sizes) == N and min(sizes) < 10  # N-VOP chunks
+    assert frame_pts != sorted(frame_pts)  # the timestamps the decoder attaches are out of order
+    with av.open(str(corpus["avi_header_count"])) as c:
+        assert c.streams.video[0].frames == 90
+    for name in CORPUS:
+        numbers = [frame_number(f) for f in sequential(corpus[name])]
+        assert numbers == EXPECTED_NUMBERS.get(name, list(range(N))), name
+
+
+@pytest.mark.parametrize("name", CORPUS)
+def test_every_index_matches_sequential_decode(corpus, name):
+    """A fresh reader per index (each read seeks), then one reader for shuffled, repeated and backward sets."""
+    path = corpus[name]
+    seq = sequential(path)
+    D.clear_index_cache()
+    with open_video(path) as r:
+        assert r.num_frames == len(seq)
+    for i in range(len(seq)):
+        with open_video(path) as r:
+            got = r.get_frames([i])
+        assert np.array_equal(got[0], seq[i]), f"{name}: frame {i} is frame {frame_number(got[0])}"
+    rng = np.random.default_rng(0)
+    with open_video(path) as r:
+        sets = [rng.integers(0, len(seq), size=int(rng.integers(1, 12))) for _ in range(12)]
+        sets += [np.arange(len(seq))[::-1], np.array([len(seq) - 1, 0, len(seq) - 1, 3, 3])]
+        for idx in sets:
+            np.testing.assert_array_equal(r.get_frames(idx), seq[idx], err_msg=f"{name}: {idx}")
+        with pytest.raises(DecodeError, match=f"{path.name}: frame {len(seq)} out of range"):
+            r.get_frames([0, len(seq)])
+
+
+@pytest.mark.parametrize("init,dec", [("DecordInit", "DecordDecode"), ("PyAVInit", "PyAVDecode")])
+@pytest.mark.parametrize("name", ["avi_packed", "avi_header_count", "mkv_packed"])
+def test_pipeline_ops_on_corpus(corpus, name, init, dec):
+    seq = sequential(corpus[name])
+    res = PIPELINES.build(dict(type=init))(dict(filename=str(corpus[name])))
+    assert res["total_frames"] == len(seq)
+    inds = np.array([[31, 2, 2, 17, 39, 0]])
+    res["frame_inds"] = inds
+    res = PIPELINES.build(dict(type=dec))(res)
+    np.testing.assert_array_equal(res["imgs"], seq[inds[0]])
+
+
+@pytest.mark.parametrize("name", CORPUS)
+def test_opencv_reader_on_corpus(corpus, name):
+    """OpenCV decodes sequentially (its own FFmpeg build: compared by frame number); a header that lists
+    too many frames ends in a DecodeError naming the file."""
+    seq = sequential(corpus[name])
+    expected = [frame_number(f) for f in seq]
+    with open_video(corpus[name], backend="opencv") as r:
+        n = min(r.num_frames, len(seq))
+        idx = [n - 1, 0, 5, 5, n // 2]
+        assert [frame_number(f) for f in r.get_frames(idx)] == [expected[i] for i in idx]
+        if r.num_frames > len(seq):
+            with pytest.raises(DecodeError, match=f"{corpus[name].name}: frame {len(seq)}"):
+                r.get_frames([len(seq)])
+
+
+def test_decode_order_seeks_to_verified_keyframes(corpus, monkeypatch):
+    """Decode-order files still seek (to keyframes recognised by their pixels), not decode from the start."""
+    D.clear_index_cache()
+    r = open_video(corpus["avi_packed"])
+    idx = r._index
+    assert idx.decode_order and idx.keyframes == [0, 12, 24, 36]
+    seeks = []
+    orig = D.PyAVReader._seek_to_keyframe
+    monkeypatch.setattr(D.PyAVReader, "_seek_to_keyframe", lambda self, k: (seeks.append(k), orig(self, k)))
+    seq = sequential(corpus["avi_packed"])
+    np.testing.assert_array_equal(r.get_frames([30, 31, 38]), seq[[30, 31, 38]])
+    assert seeks == [24, 36]
+    r.close()
+
+
+def test_unverifiable_seek_falls_back_to_decoding_from_start(corpus, caplog):
+    """A keyframe that does not come out after its seek: the file is decoded from the start (and cached so)."""
+    D.clear_index_cache()
+    path = corpus["avi_packed"]
+    r = open_video(path)
+    r._index.signatures[2] ^= 1  # keyframe 24 will not be recognised
+    seq = sequential(path)
+    with caplog.at_level("WARNING", logger="actionkit"):
+        np.testing.assert_array_equal(r.get_frames([26, 13]), seq[[26, 13]])
+    assert "could not be verified" in caplog.text and path.name in caplog.text
+    assert r._index.keyframes == [0]
+    with open_video(path) as again:
+        assert again._index is r._index
+    r.close()
+
+
+def test_mpeg4_part2_is_numbered_in_decode_order(corpus):
+    """MPEG-4 Part 2 in any container (N-VOPs decode to no frame) and every AVI are numbered by decoding."""
+    D.clear_index_cache()
+    for name in ("mkv_packed", "mkv_nvop", "avi_packed", "avi_bframes"):
+        with open_video(corpus[name]) as r:
+            assert r._index.decode_order, name
+    for name in ("mkv_h264", "webm_vp9", "mp4_vfr"):
+        with open_video(corpus[name]) as r:
+            assert not r._index.decode_order, name
+
+
+@pytest.mark.parametrize("checked", [8, 0])
+def test_contradicting_timestamps_fall_back_to_decode_order(corpus, caplog, monkeypatch, checked):
+    """Stored timestamps that the decoded frames contradict (the packed stream in MKV, indexed by timestamps
+    here) are caught by the check of the first frames at indexing, or else by the order check while
+    decoding (before a wrong frame is returned), and the file is renumbered in decode order."""
+    monkeypatch.setattr(D, "_DECODE_ORDER_CODECS", frozenset())
+    monkeypatch.setattr(D, "_CHECKED_FRAMES", checked)
+    D.clear_index_cache()
+    path = corpus["mkv_packed"]
+    seq = sequential(path)
+    with caplog.at_level("WARNING", logger="actionkit"):
+        r = open_video(path)
+        assert r._index.decode_order == (checked > 0)
+        np.testing.assert_array_equal(r.get_frames([2, 3, 13, 10]), seq[[2, 3, 13, 10]])
+        for i in (10, 22, 1):  # a fresh reader each: the first frame after a seek is verified too
+            D.clear_index_cache()
+            with open_video(path) as fresh:
+                np.testing.assert_array_equal(fresh.get_frames([i]), seq[[i]])
+    assert "disagree with the decoded stream" in caplog.text and path.name in caplog.text
+    assert r._index.decode_order
+    with open_video(path) as again:  # the cache keeps the renumbered index
+        assert again._index.decode_order
+    r.close()
+
+
+def test_index_cache_follows_the_file(corpus, tmp_path):
+    """The cache is keyed by path, size and mtime: a file replaced in place is indexed again."""
+    import os
+
+    path = tmp_path / "v.avi"
+    path.write_bytes(corpus["avi_nvop"].read_bytes())
+    D.clear_index_cache()
+    with open_video(path) as r:
+        assert r.num_frames == 30
+    path.write_bytes(corpus["avi_packed"].read_bytes())
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    with open_video(path) as r:
+        assert r.num_frames == N
+        np.testing.assert_array_equal(r.get_frames([9]), sequential(path)[[9]])
+    key = D._file_key(str(path))
+    assert D._INDEX_CACHE[key].num_frames == N
+    D.clear_index_cache()
+    assert key not in D._INDEX_CACHE
