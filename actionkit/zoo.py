@@ -157,14 +157,18 @@ def find_model_entry(name: str | os.PathLike) -> ZooEntry | None:
 
 
 def close_model_names(name: str, n: int = 5) -> list[str]:
-    """Up to ``n`` zoo names (canonical names first) that look like ``name``."""
-    key = _normalise_name(name)
-    canonical = [e.name for e in _load_table()]
-    close = difflib.get_close_matches(key, canonical, n=n, cutoff=0.6)
-    if len(close) < n:
-        aliases = [a for e in _load_table() for a in e.aliases]
-        close += [a for a in difflib.get_close_matches(key, aliases, n=n, cutoff=0.6) if a not in close]
-    return close[:n]
+    """Up to ``n`` zoo names or aliases that look like ``name`` (best first, one per entry)."""
+    index = _name_index()
+    out: list[str] = []
+    seen: set[str] = set()
+    for match in difflib.get_close_matches(_normalise_name(name), list(index), n=4 * n, cutoff=0.6):
+        if index[match].name not in seen:
+            seen.add(index[match].name)
+            out.append(match)
+    if not out:  # a short or partial name: the entries holding every word of it
+        words = set(_normalise_name(name).lower().replace("-", "_").split("_")) - {""}
+        out = [e.name for e in _load_table() if words and words <= set(e.name.split("_"))]
+    return out[:n]
 
 
 def get_model_entry(name: str | os.PathLike) -> ZooEntry:
