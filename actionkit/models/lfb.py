@@ -15,6 +15,14 @@ Within a second the rows keep the order of MMAction2's per-second feature list. 
 written under a temporary name and renamed into place when complete, and it is validated on open
 (shapes, dtypes, channel count, index bounds); a bad bank raises :class:`FeatureBankError` naming the file.
 
+Every feature is a vector: ``[C]`` (or ``[C, 1, 1, 1]``, as pooled by ``LFBInferHead``); a feature with two
+or more non-singleton dimensions is refused, never flattened.  Features must be finite: the writers refuse
+NaN / Inf (also a float32 value that overflows float16) naming the video and second, and record
+``"all_finite": true`` in ``meta.json``; a bank without that flag (written by an older version) is scanned
+once per open, in chunks, and refused at its first non-finite row.  Writing over an existing directory
+(``overwrite=True``, ``convert-lfb --overwrite``) replaces only a feature bank (a ``meta.json`` of this
+format) or an empty directory; anything else is refused.
+
 Sampling follows spec-detection §4.11: window [t - W//2, t - W//2 + W) seconds, at most K features per
 second chosen at random without replacement, zero padding to W*K slots, float32.  The random choice is
 made with a numpy ``Generator``: within a second the rows are ranked by one uniform draw per row (drawn
@@ -74,8 +82,13 @@ def _atomic_dir(final: Path, overwrite: bool = True):
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
+    if final.exists() or final.is_symlink():
+        if not overwrite:
+            raise FileExistsError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
+        if not is_replaceable_bank_dir(final):
+            raise FileExistsError(f"{final}: exists and is not a feature bank (no {final / 'meta.json'} of "
+                                  f"format {BANK_FORMAT!r}); refusing to replace it. Remove it yourself or "
+                                  f"write the bank elsewhere")
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
@@ -94,6 +107,27 @@ def _atomic_dir(final: Path, overwrite: bool = True):
         raise
 
 
+def is_bank_dir(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a directory holding a ``meta.json`` of this bank format (complete or not)."""
+    path = Path(path)
+    if path.is_symlink() or not path.is_dir():
+        return False
+    try:
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == BANK_FORMAT
+
+
+def is_replaceable_bank_dir(path: str | os.PathLike) -> bool:
+    """What a bank writer may replace: a feature bank directory or an empty directory (never a file,
+    a link or a directory with other contents)."""
+    path = Path(path)
+    if is_bank_dir(path):
+        return True
+    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+
+
 def _save_npy(path: Path, arr: np.ndarray) -> None:
     with atomic_write(path, "wb") as f:
         np.save(f, arr, allow_pickle=False)
@@ -102,6 +136,23 @@ def _save_npy(path: Path, arr: np.ndarray) -> None:
 def _save_json(path: Path, obj: Any) -> None:
     with atomic_write(path, "w", encoding="utf-8") as f:
         json.dump(obj, f, indent=1)
+
+
+def _check_vector_shape(shape: tuple[int, ...], where: str) -> None:
+    """A feature is a vector: ``[C]``, or ``[C]`` with singleton dimensions (``[C, 1, 1, 1]``)."""
+    if len(shape) == 0 or sum(1 for d in shape if d != 1) > 1:
+        raise FeatureBankError(f"{where}: feature of shape {list(shape)} is not a vector ([C], or [C, 1, 1, 1] "
+                               f"as LFBInferHead pools it); refusing to flatten it into {int(np.prod(shape))} "
+                               f"channels")
+
+
+def _non_finite_rows(block: np.ndarray) -> np.ndarray:
+    """Indices of the rows of a 2-D float16 / float32 block that hold a NaN or an Inf."""
+    if block.dtype == np.float16:  # exponent bits all set: Inf or NaN (np.isfinite on float16 is slow)
+        bad = (block.view(np.uint16) & np.uint16(0x7C00)) == np.uint16(0x7C00)
+    else:
+        bad = ~np.isfinite(block)
+    return np.flatnonzero(bad.any(axis=1))
 
 
 def _as_rows(value: Any, channels: int | None, where: str) -> list[np.ndarray]:
@@ -119,11 +170,13 @@ def _as_rows(value: Any, channels: int | None, where: str) -> list[np.ndarray]:
     rows = []
     for j, item in enumerate(items):
         if isinstance(item, torch.Tensor):
+            _check_vector_shape(tuple(item.shape), f"{where}[{j}]")
             t = item.detach().cpu()
             if t.dtype not in (torch.float16, torch.float32):
                 t = t.float()
             a = t.reshape(-1).numpy()
         elif isinstance(item, np.ndarray):
+            _check_vector_shape(item.shape, f"{where}[{j}]")
             a = item.reshape(-1)
             if a.dtype not in (np.float16, np.float32):
                 a = a.astype(np.float32)
@@ -200,9 +253,19 @@ def write_feature_bank(out_dir: str | os.PathLike, bank: Mapping[str, Mapping[An
         feats = np.lib.format.open_memmap(tmp / "features.npy", mode="w+", dtype=np_dtype,
                                           shape=(n_total, channels))
         r = 0
-        for _, secs_list in videos:
-            for _, rows in secs_list:
-                feats[r:r + len(rows)] = np.stack(rows)
+        for vid, secs_list in videos:
+            for sec, rows in secs_list:
+                block = feats[r:r + len(rows)]
+                with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+                    block[...] = np.stack(rows)
+                bad = _non_finite_rows(block)
+                if bad.size:
+                    j = int(bad[0])
+                    why = ("NaN or Inf" if not np.all(np.isfinite(rows[j])) else
+                           f"a value outside the {np.dtype(np_dtype).name} range (largest "
+                           f"{float(np.abs(rows[j].astype(np.float64)).max()):g})")
+                    raise FeatureBankError(f"{source}: video {vid!r} second {sec} feature [{j}]: {why}; "
+                                           f"a feature bank must hold finite features")
                 r += len(rows)
         feats.flush()
         del feats
@@ -245,7 +308,14 @@ def write_feature_bank_arrays(out_dir: str | os.PathLike, features: np.ndarray |
             if chunk.ndim != 2 or chunk.shape[1] != channels or r + chunk.shape[0] > n_total:
                 raise FeatureBankError(f"{out_dir}: feature chunk of shape {chunk.shape} does not fit "
                                        f"[{n_total}, {channels}] at row {r}")
-            feats[r:r + chunk.shape[0]] = chunk
+            with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported just below
+                feats[r:r + chunk.shape[0]] = chunk
+            bad = _non_finite_rows(feats[r:r + chunk.shape[0]])
+            if bad.size:
+                vid, sec = _row_key(r + int(bad[0]), list(video_ids), video_offsets, seconds, second_offsets)
+                raise FeatureBankError(f"{out_dir}: feature row {r + int(bad[0])} (video {vid!r} second {sec}) "
+                                       f"is not finite (NaN / Inf, or outside the {dtype} range); a feature "
+                                       f"bank must hold finite features")
             r += chunk.shape[0]
         if r != n_total:
             raise FeatureBankError(f"{out_dir}: got {r} feature rows, the index needs {n_total}")
@@ -258,6 +328,16 @@ def write_feature_bank_arrays(out_dir: str | os.PathLike, features: np.ndarray |
     return Path(out_dir)
 
 
+def _row_key(row: int, video_ids: Sequence[str], video_offsets: np.ndarray, seconds: np.ndarray,
+             second_offsets: np.ndarray) -> tuple[str | None, int | None]:
+    """``(video id, second)`` that owns feature ``row`` (``None`` where the index does not say)."""
+    s = int(np.searchsorted(second_offsets, row, "right")) - 1
+    if not 0 <= s < len(seconds):
+        return None, None
+    v = int(np.searchsorted(video_offsets, s, "right")) - 1
+    return (video_ids[v] if 0 <= v < len(video_ids) else None), int(seconds[s])
+
+
 def _write_index(tmp: Path, video_ids: list[str], video_offsets: np.ndarray, seconds: np.ndarray,
                  second_offsets: np.ndarray, n_total: int, channels: int, np_dtype: Any) -> None:
     _save_json(tmp / "video_ids.json", video_ids)
@@ -268,6 +348,7 @@ def _write_index(tmp: Path, video_ids: list[str], video_offsets: np.ndarray, sec
         "format": BANK_FORMAT, "version": BANK_VERSION, "num_features": int(n_total),
         "channels": int(channels), "dtype": np.dtype(np_dtype).name, "num_videos": len(video_ids),
         "num_seconds": int(seconds.shape[0]),
+        "all_finite": True,  # the writers refuse non-finite features; banks without it are scanned on open
     })
 
 
@@ -338,7 +419,7 @@ def convert_lfb_main(argv: Sequence[str] | None = None) -> int:
 class _BankPart:
     """One validated bank directory (memory-mapped features + index arrays)."""
 
-    def __init__(self, path: Path, expected_channels: int | None = None):
+    def __init__(self, path: Path, expected_channels: int | None = None, check_finite: bool = True):
         self.path = path
         if not path.is_dir():
             raise FeatureBankError(f"{path}: no such bank directory")
@@ -414,13 +495,27 @@ class _BankPart:
         self.num_features = n
         self.num_seconds = s
         self.dtype = np.dtype(dtype)
+        if check_finite and meta.get("all_finite") is not True:
+            self._check_finite()
+
+    def _check_finite(self, chunk_bytes: int = 1 << 26) -> None:
+        """Scan the features (chunks of ``chunk_bytes``) of a bank written without the ``all_finite`` flag."""
+        step = max(1, chunk_bytes // max(1, self.channels * self.dtype.itemsize))
+        for r0 in range(0, self.num_features, step):
+            bad = _non_finite_rows(np.asarray(self.features[r0:r0 + step]))
+            if bad.size:
+                row = r0 + int(bad[0])
+                vid, sec = _row_key(row, self.video_ids, self.video_offsets, self.seconds, self.second_offsets)
+                raise FeatureBankError(f"{self.path / 'features.npy'}: feature row {row} (video {vid!r} second "
+                                       f"{sec}) holds NaN or Inf; a feature bank must hold finite features")
 
     def __getstate__(self) -> dict:
         # pickling (spawned workers, deepcopy) re-opens the memory map instead of copying the features
         return {"path": self.path, "channels": self.channels}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["path"], state["channels"])
+        # the features were checked when this part was first opened; the copy re-opens the same files
+        self.__init__(state["path"], state["channels"], check_finite=False)
 
     @staticmethod
     def _load_int(p: Path, length: int) -> np.ndarray:
