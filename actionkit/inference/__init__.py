@@ -2,5 +2,7 @@
 from __future__ import annotations
 
 from .recognition import inference_recognizer, init_recognizer, recognition_scores
+from .detection import ActionDetector, KeyframeClipPipeline, detect_video
 
-__all__ = ["init_recognizer", "inference_recognizer", "recognition_scores"]
+__all__ = ["init_recognizer", "inference_recognizer", "recognition_scores", "ActionDetector", "KeyframeClipPipeline",
+           "detect_video"]
