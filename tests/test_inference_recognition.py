@@ -305,3 +305,21 @@ def test_real_video_through_recognize_decodes_the_sequential_frames(tmp_path, mo
     assert f"{clip}:" in printed and "  1. " in printed
     model = init_recognizer(str(config), str(ckpt))
     np.testing.assert_allclose(recognition_scores(model, reference), scores, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_memory_benchmark_script_runs(tmp_path, capsys):
+    """benchmarks/recognize_memory.py on two short videos and a small pipeline (its figures: BENCHMARKS.md)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("recognize_memory", REPO / "benchmarks" / "recognize_memory.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.main(["--seconds", "1", "3", "--size", "96", "64", "--clips", "1", "--short-side", "32",
+                        "--work-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith("| 1 s") or line.startswith("| 3 s")]
+    assert len(rows) == 2
+    assert [int(r.split("|")[2]) for r in rows] == [30, 90]
+    assert all(float(r.split("|")[5]) > 50 for r in rows)  # peak RSS in MiB of a real process
+    assert "peak RSS 3 s / 1 s:" in out
