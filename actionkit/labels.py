@@ -1,10 +1,13 @@
 """Class names: the label maps that ship with the package and the names of a config's output columns.
 
-Shipped maps (``actionkit/label_maps/``, sources in the project's data notes):
+Shipped maps (``actionkit/label_maps/``, Apache-2.0):
 
-- ``kinetics400``: 400 names, line i (0-based) = class i of every Kinetics-400 checkpoint;
-- ``ava_v2_80``: the 80 AVA actions, line i (1-based) = AVA action id i;
-- ``sthv1``: 174 Something-Something V1 names, line i (0-based) = class i.
+- ``kinetics400``: 400 names, line i (0-based) = class i of every Kinetics-400 checkpoint (MMAction2 0.x
+  ``tools/data/kinetics/label_map_k400.txt``);
+- ``ava_v2_80``: the 80 AVA actions, line i (1-based) = AVA action id i (PySlowFast ``demo/AVA/ava.names``;
+  the ids agree with MMAction2's 60-class ``tools/data/ava/label_map.txt``);
+- ``sthv1``: 174 Something-Something V1 names, line i (0-based) = class i (MMAction2 0.x
+  ``tools/data/sthv1/label_map.txt``).
 
 Output columns (:func:`class_names_for_config`): a recognizer's column i is class i.  An AVA detector's
 column 0 is the background column of its sigmoid head (never reported; the detector's per-class results

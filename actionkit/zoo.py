@@ -18,6 +18,7 @@ any network access (after its SHA-256 prefix is checked), so a file downloaded b
 put at that path.  A download is written to ``<name>.part`` (resumed with an HTTP Range request when a
 previous attempt was cut), its SHA-256 prefix is checked against the ``-<8 hex>.pth`` suffix of the file name
 (MMAction2's ``publish_model.py`` convention) and only then renamed into place; a mismatching file is deleted.
+A ``<name>.lock`` file beside it serialises processes that download the same file at the same time.
 """
 from __future__ import annotations
 
