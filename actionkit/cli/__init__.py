@@ -22,7 +22,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import traceback
 from typing import Callable, Sequence
 
 # command -> (module, function, one-line help)
