@@ -426,3 +426,30 @@ def test_test_command_and_load_from_accept_urls_and_zoo_names(server, home, monk
         wd = tmp_path / "run"
         assert train_main([str(cfg_path), "--work-dir", str(wd), "--cfg-options", "load_from=engine_test_model"]) == 0
     assert "load checkpoint from engine_test_model" in next(wd.glob("*[0-9].log")).read_text()
+
+
+def test_zoo_name_as_config_and_pretrained_skips_the_imagenet_init(server, home, monkeypatch):
+    from actionkit.models.builder import resolve_config
+
+    path, entry = resolve_config("slowfast_r50_4x16x1_256e_kinetics400_rgb")
+    assert path == REPO / "configs/recognition/slowfast/slowfast_r50_4x16x1_256e_kinetics400_rgb.py"
+    assert entry.name == "slowfast_r50_4x16x1_256e_kinetics400_rgb_short_side_320"
+    # the I3D config asks for torchvision://resnet50 (not on this machine): with the zoo weights it is never read
+    i3d = REPO / "configs/recognition/i3d/i3d_r50_video_32x2x1_100e_kinetics400_rgb.py"
+    assert load_config(i3d).model.backbone.pretrained == "torchvision://resnet50"
+    narrow = {"model.backbone.base_channels": 4, "model.cls_head.in_channels": 128}
+    monkeypatch.setenv("ACTIONKIT_PRETRAINED_DIR", str(home.parent / "no_imagenet_here"))
+    monkeypatch.setenv("TORCH_HOME", str(home.parent / "no_torch_home"))
+    with pytest.raises(Exception, match="resnet50"):
+        build_model_from_config(i3d, cfg_options=narrow)  # without weights it wants ImageNet's
+    source = build_model_from_config(i3d, cfg_options={**narrow, "model.backbone.pretrained": None})
+    buf = io.BytesIO()
+    torch.save({"state_dict": source.state_dict()}, buf)
+    url = server.url(server.add("narrow_i3d", buf.getvalue()))
+    fake = zoo.ZooEntry(name="narrow_i3d", config=str(i3d.relative_to(REPO)), url=url, dataset="Kinetics-400",
+                        task="recognition", metrics={"Top 1 Accuracy": 1.0})
+    with _fake_zoo(monkeypatch, [fake]):
+        import actionkit
+
+        model = actionkit.build_model("narrow_i3d", pretrained=True, cfg_options=narrow)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in source.state_dict().items())
