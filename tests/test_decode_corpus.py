@@ -347,3 +347,85 @@ def test_index_cache_follows_the_file(corpus, tmp_path):
     assert D._INDEX_CACHE[key].num_frames == N
     D.clear_index_cache()
     assert key not in D._INDEX_CACHE
+
+
+# ---- damaged and unusual image frames -------------------------------------------------------------
+def _jpeg(rgb: np.ndarray) -> bytes:
+    import cv2
+
+    return cv2.imencode(".jpg", rgb[:, :, ::-1])[1].tobytes()
+
+
+BAD_FRAMES = {"empty": lambda good: b"", "truncated": lambda good: good[: len(good) // 2],
+              "garbage": lambda good: bytes(range(256)) * 4}
+
+
+@pytest.mark.parametrize("backend", ["cv2", "turbojpeg", "pillow"])
+@pytest.mark.parametrize("damage", sorted(BAD_FRAMES))
+def test_damaged_jpeg_frame_is_a_decode_error(tmp_path, backend, damage):
+    """A zero-byte (cv2.error inside OpenCV), truncated or garbage JPEG, with every backend."""
+    frames = numbered_frames(3)
+    for i, rgb in enumerate(frames):
+        (tmp_path / f"img_{i + 1:05}.jpg").write_bytes(_jpeg(rgb))
+    bad = tmp_path / "img_00002.jpg"
+    bad.write_bytes(BAD_FRAMES[damage](bad.read_bytes()))
+    op = PIPELINES.build(dict(type="RawFrameDecode", decoding_backend=backend))
+    with pytest.raises(DecodeError, match=r"img_00002\.jpg: frame 2") as e:
+        op(dict(frame_dir=str(tmp_path), frame_inds=np.array([1, 2, 3])))
+    assert e.value.path == str(bad) and e.value.frame == 2
+    with pytest.raises(DecodeError, match=r"img_00002\.jpg"):
+        D.decode_image(bad.read_bytes(), backend, str(bad))
+    assert frame_number(op(dict(frame_dir=str(tmp_path), frame_inds=np.array([3])))["imgs"][0]) == 2
+
+
+def test_empty_jpeg_is_a_counted_skip_in_training(tmp_path, caplog):
+    """Kinetics training skips a sample with a zero-byte frame like any unreadable sample (max_skips)."""
+    import logging
+
+    from actionkit.data.kinetics import RawframeDataset
+
+    frames = numbered_frames(8)
+    for name in ("good", "bad"):
+        for i, rgb in enumerate(frames):
+            (tmp_path / name).mkdir(exist_ok=True)
+            (tmp_path / name / f"img_{i + 1:05}.jpg").write_bytes(_jpeg(rgb))
+    (tmp_path / "bad" / "img_00003.jpg").write_bytes(b"")
+    ann = tmp_path / "train.txt"
+    ann.write_text("good 8 0\nbad 8 1\n")
+    pipeline = [dict(type="SampleFrames", clip_len=8, frame_interval=1, num_clips=1),
+                dict(type="RawFrameDecode"), dict(type="FormatShape", input_format="NCTHW"),
+                dict(type="Collect", keys=["imgs", "label"], meta_keys=[]), dict(type="ToTensor", keys=["imgs", "label"])]
+    ds = RawframeDataset(str(ann), pipeline, str(tmp_path), max_skips=1)
+    with caplog.at_level(logging.WARNING, logger="actionkit"):
+        item = ds[1]
+    assert int(item["label"]) == 0
+    assert list(ds.skipped) == [1] and "img_00003.jpg" in ds.skipped[1] and "empty" in ds.skipped[1]
+    assert "1 skipped" in caplog.text
+    strict = RawframeDataset(str(ann), pipeline, str(tmp_path), max_skips=0)
+    with pytest.raises(DecodeError, match=r"max_skips=0.*img_00003\.jpg"):
+        strict[1]
+
+
+def test_sixteen_bit_images_match_opencv(tmp_path):
+    """16-bit grey PNG / TIFF through Pillow: OpenCV's IMREAD_COLOR reduction (>> 8), not saturation."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 65536, (H, W), dtype=np.uint16)
+    grey[0, :6] = [0, 255, 256, 32767, 32768, 65535]
+    colour = rng.integers(0, 65536, (H, W, 3), dtype=np.uint16)
+    for ext, img in ((".png", grey), (".tiff", grey), (".png", colour)):
+        data = cv2.imencode(ext, img)[1].tobytes()
+        pil = D.decode_image(data, "pillow", f"x{ext}")
+        np.testing.assert_array_equal(pil, D.decode_image(data, "cv2", f"x{ext}"))
+        expected = (img >> 8).astype(np.uint8)
+        np.testing.assert_array_equal(pil, np.repeat(expected[:, :, None], 3, 2) if img.ndim == 2
+                                      else expected[:, :, ::-1])
+    assert list(D.decode_image(cv2.imencode(".png", grey)[1].tobytes(), "pillow")[0, :6, 0]) == [0, 0, 1, 127,
+                                                                                                  128, 255]
+    from PIL import Image
+
+    buf = tmp_path / "f.tiff"
+    Image.fromarray(rng.random((4, 4), dtype=np.float32), mode="F").save(buf)
+    with pytest.raises(DecodeError, match=r"f\.tiff: floating-point images are not supported"):
+        D.decode_image(buf.read_bytes(), "pillow", str(buf))

@@ -724,27 +724,75 @@ def open_video(path: str | os.PathLike, backend: str = "pyav", num_threads: int 
 # --------------------------------------------------------------------------------------------------
 # JPEG frames
 # --------------------------------------------------------------------------------------------------
+_JPEG_SOI = b"\xff\xd8"
+_JPEG_EOI = b"\xff\xd9"
+
+
+def imdecode_bgr(data: bytes, path: str | None = None) -> np.ndarray:
+    """OpenCV's ``imdecode(IMREAD_COLOR)`` (BGR uint8 [H, W, 3]) that fails only with a :class:`DecodeError`.
+
+    Empty data (OpenCV raises ``cv2.error``), data OpenCV cannot decode, and a JPEG without its end-of-image
+    marker (a truncated file; some OpenCV builds fill the missing part with grey) are refused, naming ``path``.
+    """
+    import cv2
+
+    name = path or "<bytes>"
+    if not data:
+        raise DecodeError(f"{name}: empty image file (0 bytes)", path)
+    if data[:2] == _JPEG_SOI and _JPEG_EOI not in data[-4096:]:
+        raise DecodeError(f"{name}: truncated JPEG (no end-of-image marker)", path)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as e:
+        raise DecodeError(f"{name}: not a decodable image ({str(e).strip().splitlines()[-1]})", path) from e
+    if bgr is None:
+        raise DecodeError(f"{name}: not a decodable image", path)
+    return bgr
+
+
+def _pillow_rgb(im, path: str | None) -> np.ndarray:
+    """A Pillow image as RGB uint8, with 16-bit samples reduced as OpenCV's ``IMREAD_COLOR`` does (``>> 8``).
+
+    Pillow's own ``convert('RGB')`` saturates 16-bit grey (``I;16*``) at 255; 16-bit colour is already
+    opened as its high bytes.  Mode ``I`` is taken as 16-bit when its values fit; other 32-bit integer and
+    float images are refused.
+    """
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        grey = np.asarray(im)
+        if mode == "I" and grey.size and (grey.min() < 0 or grey.max() > 0xFFFF):
+            raise DecodeError(f"{path or '<bytes>'}: 32-bit integer images are not supported "
+                              "(8- or 16-bit images only)", path)
+        grey = (grey.astype(np.uint16) >> 8).astype(np.uint8)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    if mode == "F" or mode.startswith("F;"):
+        raise DecodeError(f"{path or '<bytes>'}: floating-point images are not supported (8- or 16-bit "
+                          "images only)", path)
+    return np.asarray(im.convert("RGB"))
+
+
 def decode_image(data: bytes, backend: str = "cv2", path: str | None = None) -> np.ndarray:
     """Decode encoded image bytes to an RGB uint8 array [H, W, 3].
 
     ``'turbojpeg'`` decodes with OpenCV (its JPEG codec is libjpeg-turbo), so configs naming it work
-    without PyTurboJPEG.
+    without PyTurboJPEG.  Any failure is a :class:`DecodeError` naming ``path``.
     """
     if backend in ("cv2", "turbojpeg"):
         import cv2
 
-        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise DecodeError(f"{path or '<bytes>'}: not a decodable image", path)
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return cv2.cvtColor(imdecode_bgr(data, path), cv2.COLOR_BGR2RGB)
     if backend == "pillow":
         import io
 
         from PIL import Image
 
+        if not data:
+            raise DecodeError(f"{path or '<bytes>'}: empty image file (0 bytes)", path)
         try:
             with Image.open(io.BytesIO(data)) as im:
-                return np.asarray(im.convert("RGB"))
+                return _pillow_rgb(im, path)
+        except DecodeError:
+            raise
         except Exception as e:
             raise DecodeError(f"{path or '<bytes>'}: not a decodable image ({e})", path) from e
     raise ConfigError(f"unknown decoding_backend '{backend}'; expected one of {JPEG_BACKENDS}",
@@ -806,11 +854,11 @@ class FrameFolderReader:
         except OSError as e:
             raise DecodeError(f"{path}: cannot read frame {file_index} ({e})", path, int(file_index)) from e
 
-    def _not_decodable(self, file_index: int, cause: Exception | None = None) -> DecodeError:
+    def _not_decodable(self, file_index: int, cause: DecodeError) -> DecodeError:
+        """``cause`` (which names the file) as an error about frame ``file_index`` of this folder."""
         path = self.path_of(file_index)
-        err = DecodeError(f"{path}: frame {file_index} is not a decodable image", path, int(file_index))
-        err.__cause__ = cause
-        return err
+        reason = str(cause).removeprefix(f"{path}: ")
+        return DecodeError(f"{path}: frame {file_index}: {reason}", path, int(file_index))
 
     def read_file(self, file_index: int) -> np.ndarray:
         data = self._read_bytes(file_index)
@@ -820,12 +868,11 @@ class FrameFolderReader:
             raise self._not_decodable(file_index, e) from e
 
     def _read_bgr(self, file_index: int) -> np.ndarray:
-        import cv2
-
-        bgr = cv2.imdecode(np.frombuffer(self._read_bytes(file_index), np.uint8), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise self._not_decodable(file_index)
-        return bgr
+        data = self._read_bytes(file_index)
+        try:
+            return imdecode_bgr(data, self.path_of(file_index))
+        except DecodeError as e:
+            raise self._not_decodable(file_index, e) from e
 
     def get_files(self, file_indices: Sequence[int] | np.ndarray) -> np.ndarray:
         inds = _as_index_array(file_indices)
