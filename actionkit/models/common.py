@@ -1,7 +1,8 @@
 """Shared building blocks with MMAction2/mmcv state_dict names (``conv`` -> ``bn`` -> ``activate``)."""
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+import inspect
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -95,3 +96,13 @@ class ConvModule(nn.Module):
         if self.with_activation:
             x = self.activate(x)
         return x
+
+
+def forwarding_signature(init: Callable, target: Callable) -> inspect.Signature:
+    """The signature of a constructor ``init(self, ..., **kwargs)`` that passes ``kwargs`` on to ``target``: its
+    own parameters, then those of ``target`` that it does not name (``self`` and ``**kwargs`` left out)."""
+    own = [p for n, p in inspect.signature(init).parameters.items() if n != "self" and p.kind is not p.VAR_KEYWORD]
+    names = {p.name for p in own}
+    rest = [p.replace(kind=p.KEYWORD_ONLY) for n, p in inspect.signature(target).parameters.items()
+            if n != "self" and n not in names and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    return inspect.Signature(own + rest)

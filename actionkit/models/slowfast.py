@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actionkit.models.common import ConvModule, kaiming_init_
-from actionkit.models.resnet3d import _DEFAULT_ACT, _DEFAULT_CONV, _DEFAULT_NORM, ResNet3d, load_3d_checkpoint
+from actionkit.models.common import ConvModule, forwarding_signature, kaiming_init_
+from actionkit.models.resnet3d import ResNet3d, load_3d_checkpoint
 from actionkit.registry import ConfigError, MODELS
 
 logger = logging.getLogger(__name__)
@@ -31,37 +31,16 @@ class ResNet3dPathway(ResNet3d):
 
     def __init__(self, depth: int, pretrained: str | None = None, lateral: bool = False,
                  lateral_norm: bool = False, speed_ratio: int = 8, channel_ratio: int = 8,
-                 fusion_kernel: int = 5, stage_blocks: Sequence[int] | None = None, pretrained2d: bool = True,
-                 in_channels: int = 3, num_stages: int = 4, base_channels: int = 64,
-                 out_indices: Sequence[int] = (3,), spatial_strides: Sequence[int] = (1, 2, 2, 2),
-                 temporal_strides: Sequence[int] = (1, 1, 1, 1), dilations: Sequence[int] = (1, 1, 1, 1),
-                 conv1_kernel: Sequence[int] = (3, 7, 7), conv1_stride_s: int = 2, conv1_stride_t: int = 1,
-                 pool1_stride_s: int = 2, pool1_stride_t: int = 1, with_pool1: bool = True,
-                 with_pool2: bool = True, style: str = "pytorch", frozen_stages: int = -1,
-                 inflate: int | Sequence[int | Sequence[int]] = (1, 1, 1, 1), inflate_style: str = "3x1x1",
-                 conv_cfg: Mapping[str, Any] | None = _DEFAULT_CONV,
-                 norm_cfg: Mapping[str, Any] | None = _DEFAULT_NORM,
-                 act_cfg: Mapping[str, Any] | None = _DEFAULT_ACT, norm_eval: bool = False,
-                 with_cp: bool = False, non_local: int | Sequence[int | Sequence[int]] = (0, 0, 0, 0),
-                 non_local_cfg: Mapping[str, Any] | None = None, zero_init_residual: bool = True) -> None:
-        # set before ResNet3d.__init__: make_res_layer reads them
+                 fusion_kernel: int = 5, **resnet3d_args: Any) -> None:
+        """``resnet3d_args``: any other :class:`ResNet3d` argument, with ResNet3d's defaults."""
+        # set before ResNet3d.__init__: make_res_layer and _freeze_stages read them
         self.lateral = bool(lateral)
         self.lateral_norm = bool(lateral_norm)
         self.speed_ratio = int(speed_ratio)
         self.channel_ratio = int(channel_ratio)
         self.fusion_kernel = int(fusion_kernel)
-        super().__init__(depth, pretrained, stage_blocks=stage_blocks, pretrained2d=pretrained2d,
-                         in_channels=in_channels, num_stages=num_stages, base_channels=base_channels,
-                         out_indices=out_indices, spatial_strides=spatial_strides,
-                         temporal_strides=temporal_strides, dilations=dilations, conv1_kernel=conv1_kernel,
-                         conv1_stride_s=conv1_stride_s, conv1_stride_t=conv1_stride_t,
-                         pool1_stride_s=pool1_stride_s, pool1_stride_t=pool1_stride_t, with_pool1=with_pool1,
-                         with_pool2=with_pool2, style=style, frozen_stages=-1, inflate=inflate,
-                         inflate_style=inflate_style, conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                         norm_eval=norm_eval, with_cp=with_cp, non_local=non_local,
-                         non_local_cfg=non_local_cfg, zero_init_residual=zero_init_residual)
-        self.frozen_stages = frozen_stages
         self.lateral_connections: list[str] = []
+        super().__init__(depth, pretrained, **resnet3d_args)
         if self.lateral:
             self.conv1_lateral = self._make_lateral(self.base_channels)
             for i in range(len(self.stage_blocks)):
@@ -70,7 +49,7 @@ class ResNet3dPathway(ResNet3d):
                     name = f"layer{i + 1}_lateral"
                     self.add_module(name, self._make_lateral(planes * self.block.expansion))
                     self.lateral_connections.append(name)
-        self._freeze_stages()
+            self._freeze_stages()  # again, now that the laterals exist
 
     def _make_lateral(self, slow_channels: int) -> ConvModule:
         k = self.fusion_kernel
@@ -115,14 +94,10 @@ class ResNet3dPathway(ResNet3d):
 
     # -- freezing --------------------------------------------------------------------------------
     def _freeze_stages(self) -> None:
-        if not hasattr(self, "lateral_connections"):  # called from ResNet3d.__init__, before the laterals
-            return
-        if self.frozen_stages >= 0:
-            self._freeze_module(self.conv1)
-        for i in range(1, self.frozen_stages + 1):
-            self._freeze_module(getattr(self, f"layer{i}"))
-            if i != len(self.res_layers) and self.lateral:
-                self._freeze_module(getattr(self, self.lateral_connections[i - 1]))
+        super()._freeze_stages()
+        # the lateral after stage i belongs to stage i (there is none after the last stage)
+        for name in self.lateral_connections[:max(self.frozen_stages, 0)]:
+            self._freeze_module(getattr(self, name))
 
 
 @MODELS.register()
@@ -196,28 +171,14 @@ class ResNet3dSlowOnly(ResNet3dPathway):
     def __init__(self, depth: int, pretrained: str | None = None, lateral: bool = False,
                  conv1_kernel: Sequence[int] = (1, 7, 7), conv1_stride_t: int = 1, pool1_stride_t: int = 1,
                  inflate: int | Sequence[int | Sequence[int]] = (0, 0, 1, 1), with_pool2: bool = False,
-                 lateral_norm: bool = False, speed_ratio: int = 8, channel_ratio: int = 8,
-                 fusion_kernel: int = 5, stage_blocks: Sequence[int] | None = None, pretrained2d: bool = True,
-                 in_channels: int = 3, num_stages: int = 4, base_channels: int = 64,
-                 out_indices: Sequence[int] = (3,), spatial_strides: Sequence[int] = (1, 2, 2, 2),
-                 temporal_strides: Sequence[int] = (1, 1, 1, 1), dilations: Sequence[int] = (1, 1, 1, 1),
-                 conv1_stride_s: int = 2, pool1_stride_s: int = 2, with_pool1: bool = True,
-                 style: str = "pytorch", frozen_stages: int = -1, inflate_style: str = "3x1x1",
-                 conv_cfg: Mapping[str, Any] | None = _DEFAULT_CONV,
-                 norm_cfg: Mapping[str, Any] | None = _DEFAULT_NORM,
-                 act_cfg: Mapping[str, Any] | None = _DEFAULT_ACT, norm_eval: bool = False,
-                 with_cp: bool = False, non_local: int | Sequence[int | Sequence[int]] = (0, 0, 0, 0),
-                 non_local_cfg: Mapping[str, Any] | None = None, zero_init_residual: bool = True) -> None:
+                 **pathway_args: Any) -> None:
+        """``pathway_args``: any other :class:`ResNet3dPathway` / :class:`ResNet3d` argument."""
         if lateral:
             raise ValueError("ResNet3dSlowOnly has no lateral connections (lateral must be False)")
-        super().__init__(depth, pretrained, lateral=False, lateral_norm=lateral_norm, speed_ratio=speed_ratio,
-                         channel_ratio=channel_ratio, fusion_kernel=fusion_kernel, stage_blocks=stage_blocks,
-                         pretrained2d=pretrained2d, in_channels=in_channels, num_stages=num_stages,
-                         base_channels=base_channels, out_indices=out_indices, spatial_strides=spatial_strides,
-                         temporal_strides=temporal_strides, dilations=dilations, conv1_kernel=conv1_kernel,
-                         conv1_stride_s=conv1_stride_s, conv1_stride_t=conv1_stride_t,
-                         pool1_stride_s=pool1_stride_s, pool1_stride_t=pool1_stride_t, with_pool1=with_pool1,
-                         with_pool2=with_pool2, style=style, frozen_stages=frozen_stages, inflate=inflate,
-                         inflate_style=inflate_style, conv_cfg=conv_cfg, norm_cfg=norm_cfg, act_cfg=act_cfg,
-                         norm_eval=norm_eval, with_cp=with_cp, non_local=non_local,
-                         non_local_cfg=non_local_cfg, zero_init_residual=zero_init_residual)
+        super().__init__(depth, pretrained, lateral=False, conv1_kernel=conv1_kernel, conv1_stride_t=conv1_stride_t,
+                         pool1_stride_t=pool1_stride_t, inflate=inflate, with_pool2=with_pool2, **pathway_args)
+
+
+# The registry checks config keys against a constructor's signature: show it the arguments that reach ResNet3d.
+ResNet3dPathway.__signature__ = forwarding_signature(ResNet3dPathway.__init__, ResNet3d.__init__)
+ResNet3dSlowOnly.__signature__ = forwarding_signature(ResNet3dSlowOnly.__init__, ResNet3dPathway)
