@@ -188,6 +188,26 @@ def test_outputs_hook_and_csv(kin, tmp_path):
     assert int(rows[0]["top1_index"]) == int(np.argmax(scores))
 
 
+def test_batch_of_videos_of_different_sizes(kin, tmp_path):
+    """Without a crop the clips of differently sized videos differ in shape: each gets its own forward."""
+    from actionkit.data.synthetic_kinetics import render_clip, write_video
+
+    rng = np.random.default_rng(5)
+    videos = []
+    for i, size in enumerate([(64, 32), (48, 32), (64, 32)]):
+        path = tmp_path / f"size_{i}.mp4"
+        write_video(path, render_clip(rng, i % 4, 4, size=size, num_frames=20))
+        videos.append(str(path))
+    pipeline = DECODE["videos"] + [dict(type="Resize", scale=(-1, 32))] + VIEWS[2:]
+    config = write_config(tmp_path / "no_crop.py", "videos", kin["data"], pipeline=pipeline)
+    one_by_one, batched = tmp_path / "one.json", tmp_path / "batched.json"
+    for out, batch in ((one_by_one, "1"), (batched, "3")):
+        assert recognize_main([*videos, "--config", str(config), "--checkpoint", str(kin["ckpt"]),
+                               "--batch-size", batch, "--out", str(out)]) == 0
+    scores = [np.array([v["scores"] for v in json.loads(o.read_text())["videos"]]) for o in (one_by_one, batched)]
+    np.testing.assert_allclose(scores[1], scores[0], rtol=0, atol=1e-5)
+
+
 # ------------------------------------------------------------------------------------- bad input
 def test_unreadable_inputs_are_counted_and_the_rest_go_on(kin, tmp_path, capsys):
     config, ckpt = kin["configs"]["videos"], kin["ckpt"]
@@ -269,12 +289,12 @@ def sequential_decode(path: str) -> np.ndarray:
 def test_real_video_through_recognize_decodes_the_sequential_frames(tmp_path, monkeypatch, capsys):
     clip = require_shared(SHARED_DATA / "real_videos" / "kinetics_clip.mp4")
     # the published I3D R50 video config (full width, 400 classes) with a shorter test pipeline for CPU time:
-    # 3 clips of 8 frames and a short side of 64 instead of 10 clips of 32 frames at 256
+    # 2 clips of 8 frames and a short side of 64 instead of 10 clips of 32 frames at 256
     cfg = load_config(REPO / "configs" / "recognition" / "i3d" / "i3d_r50_video_32x2x1_100e_kinetics400_rgb.py")
     cfg.model.backbone.pretrained = None  # random weights (no ImageNet file here)
     cfg.data.test.pipeline = [
         dict(type="DecordInit"),
-        dict(type="SampleFrames", clip_len=8, frame_interval=2, num_clips=3, test_mode=True),
+        dict(type="SampleFrames", clip_len=8, frame_interval=2, num_clips=2, test_mode=True),
         dict(type="DecordDecode"), dict(type="Resize", scale=(-1, 64)), dict(type="ThreeCrop", crop_size=64),
         dict(type="Normalize", **NORM), dict(type="FormatShape", input_format="NCTHW"),
         dict(type="Collect", keys=["imgs", "label"], meta_keys=[]), dict(type="ToTensor", keys=["imgs"])]
@@ -297,7 +317,7 @@ def test_real_video_through_recognize_decodes_the_sequential_frames(tmp_path, mo
     printed = capsys.readouterr().out
     reference = sequential_decode(str(clip))
     assert reference.shape == (300, 256, 340, 3)
-    assert len(seen) == 3 * 8
+    assert len(seen) == 2 * 8
     for index, frame in seen.items():
         np.testing.assert_array_equal(frame, reference[index], err_msg=f"frame {index}")
     scores = np.array(json.loads(out.read_text())["videos"][0]["scores"])

@@ -158,14 +158,13 @@ def recognize(model: Any, videos: Sequence[str], batch_size: int, num_workers: i
     loader = build_recognition_loader(inputs, cfg, batch_size=batch_size, num_workers=num_workers)
     outcomes = [Outcome(str(v)) for v in videos]
     names: list[str] | None = None
-    for items, batch in progress(loader, total=len(loader), desc="recognize"):
-        scores = forward_batch(model, batch) if batch is not None else []
-        good = [it for it in items if it.error is None]
-        for it, s in zip(good, scores):
-            if names is None:
-                names = class_names_of(model, s.shape[0], label_map)
-            outcomes[it.index].scores = s
-            outcomes[it.index].top = top_k_predictions(s, names, top_k)
+    for items, batches in progress(loader, total=len(loader), desc="recognize"):
+        for indices, batch in batches:
+            for index, s in zip(indices, forward_batch(model, batch)):
+                if names is None:
+                    names = class_names_of(model, s.shape[0], label_map)
+                outcomes[index].scores = s
+                outcomes[index].top = top_k_predictions(s, names, top_k)
         for it in items:
             if it.error is not None:
                 outcomes[it.index].error = it.error

@@ -251,8 +251,7 @@ class RecognitionInputs(torch.utils.data.Dataset):
     ``self[i]`` is a :class:`RecognitionItem`; with ``catch_errors`` an input that cannot be read (missing,
     undecodable, empty folder: :class:`DecodeError`, ``OSError``, :class:`InputError`) gives an item with the
     error message instead of raising, so that a loader goes on with the other inputs.  ``collate_fn`` (used by
-    the engine's loaders) collates the readable items of a batch with the engine's collate and returns
-    ``(items, batch)``; ``batch`` is None when no item of the batch could be read.
+    the engine's loaders) collates the readable items of a batch with the engine's collate (see there).
     """
 
     def __init__(self, inputs: Sequence[Any], cfg: Mapping, catch_errors: bool = False):
@@ -341,13 +340,25 @@ class RecognitionInputs(torch.utils.data.Dataset):
             return RecognitionItem(index, error=message)
 
     @staticmethod
-    def collate_fn(items: Sequence[RecognitionItem]) -> tuple[list[RecognitionItem], Any]:
+    def collate_fn(items: Sequence[RecognitionItem]) -> tuple[list[RecognitionItem], list[tuple[list[int], Any]]]:
+        """``(items without their data, [(input indices, collated batch), ...])``: the readable items collated
+        with the engine's collate, one batch per clip shape (inputs of another size or length than the rest of
+        the batch get their own), in input order."""
         from ..engine.train import auto_collate
 
-        good = [it.data for it in items if it.data is not None]
-        batch = auto_collate(good) if good else None
-        # the batch holds the pixels now: hand back only which inputs it has and why others are missing
-        return [RecognitionItem(it.index, None, it.error) for it in items], batch
+        groups: dict[Any, list[RecognitionItem]] = {}
+        for it in items:
+            if it.data is not None:
+                groups.setdefault(_clip_shape(it.data), []).append(it)
+        batches = [([it.index for it in group], auto_collate([it.data for it in group]))
+                   for group in groups.values()]
+        # the batches hold the pixels now: hand back only which inputs there were and why some are missing
+        return [RecognitionItem(it.index, None, it.error) for it in items], batches
+
+
+def _clip_shape(data: Mapping[str, Any]) -> tuple:
+    """The shapes of an item's arrays (what must agree for the items to stack into one batch)."""
+    return tuple(sorted((k, tuple(v.shape)) for k, v in data.items() if hasattr(v, "shape")))
 
 
 def build_recognition_loader(inputs: RecognitionInputs, cfg: Mapping, batch_size: int = 1,
@@ -408,7 +419,7 @@ def recognition_scores(model: nn.Module, video: Any) -> np.ndarray:
     was_training = model.training
     model.eval()
     try:
-        (_, batch), = list(loader)
+        (_, [(_, batch)]), = list(loader)
         return forward_batch(model, batch)[0]
     finally:
         model.train(was_training)
