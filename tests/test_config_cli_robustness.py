@@ -114,6 +114,20 @@ def test_constructor_errors_name_file_and_key(cfg_file):
     assert causes[-1] is KeyError
 
 
+def test_pipeline_errors_inside_a_dataset_name_the_full_key(tmp_path):
+    from actionkit.registry import DATASETS
+
+    ann = tmp_path / "list.txt"
+    ann.write_text("vid 8 0\n")
+    pipeline = [dict(type="SampleFrames", clip_len=4, frame_interval=1, num_clips=1),
+                dict(type="SampleFrames", clip_len="four", frame_interval=1, num_clips=1)]
+    with pytest.raises(ConfigError) as info:
+        DATASETS.build(dict(type="RawframeDataset", ann_file=str(ann), data_prefix="", pipeline=pipeline),
+                       key="data.train", filename="cfg.py")
+    assert info.value.key == "data.train.pipeline[1]" and info.value.filename == "cfg.py"
+    assert "clip_len must be a positive int, got 'four'" in str(info.value)
+
+
 def test_registry_prefixes_keys_raised_by_constructors():
     reg = Registry("things")
 
