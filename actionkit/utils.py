@@ -293,9 +293,16 @@ class WorkDirLock:
         except ImportError:  # pragma: no cover - not POSIX
             yield
             return
-        fd = os.open(self.directory, os.O_RDONLY)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fd = os.open(self.directory, os.O_RDONLY)
+        except OSError:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError:  # file systems without flock (some network mounts): unguarded
+                pass
             yield
         finally:
             os.close(fd)  # closing releases the flock

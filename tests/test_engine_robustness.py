@@ -156,6 +156,7 @@ def test_checkpoint_written_without_crcs_still_loads(tmp_path):
 
 
 # ------------------------------------------------------------------------------------ 19. no weights_only=False advice
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
 def test_checkpoint_errors_never_advise_weights_only_false(tmp_path):
     plain = tmp_path / "plain_pickle.pth"
     plain.write_bytes(pickle.dumps({"state_dict": {"w": [1.0, 2.0]}, "extra": {1, 2}}, protocol=4))

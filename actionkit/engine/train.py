@@ -377,6 +377,13 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
 
     Returns a summary dict: ``epoch``, ``iter``, ``last_checkpoint``, ``best_checkpoint``, ``best_score``,
     ``eval_results`` (last validation), ``test_results`` (``--test-last`` / ``--test-best``).
+
+    Faults: the work directory is locked for the run (:class:`~actionkit.utils.WorkDirLock`, rank 0;
+    :class:`~actionkit.utils.WorkDirLockedError` when another live run holds it) and cleared of temporary files
+    that killed writes left; an iteration with a NaN / Inf loss skips its update and ``max_nonfinite_losses``
+    (default :data:`DEFAULT_MAX_NONFINITE_LOSSES`) consecutive ones, or non-finite weights at a checkpoint,
+    raise :class:`NonFiniteTrainingError`; ``resume_from`` is strict (:class:`CheckpointError` listing the keys)
+    and handles another number of iterations per epoch as :func:`resume_position` says.
     """
     timestamp = timestamp or time.strftime("%Y%m%d_%H%M%S", time.localtime())
     work_dir = Path(cfg.get("work_dir") or "./work_dirs/default")
@@ -589,9 +596,10 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
                     norm = clip_grads(unwrap_model(model).parameters(), **grad_clip)
                     if norm is not None:
                         log_vars["grad_norm"] = float(norm)
-                if finite:
-                    scaler.step(optimizer)
-                    scaler.update()
+                # a NaN / Inf loss gives non-finite gradients: the scaler's step skips the update itself
+                # (and update() lowers the scale), which keeps its per-iteration state consistent
+                scaler.step(optimizer)
+                scaler.update()
             else:
                 loss.backward()  # also for a skipped update: DDP ranks meet in backward
                 if grad_clip is not None:
