@@ -39,6 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "download": ("actionkit.cli.download", "main", "download checkpoints by zoo name or URL into the cache"),
     "recognize": ("actionkit.cli.recognize", "main", "top-k actions of videos / frame folders with a model"),
     "detect": ("actionkit.cli.detect", "main", "people and their actions in a video: annotated mp4 + AVA rows"),
+    "proposals": ("actionkit.cli.proposals", "main", "person proposals (FAIR's AVA layout) for new videos"),
 }
 
 
