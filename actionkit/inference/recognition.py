@@ -20,7 +20,6 @@ length of a video.  :class:`RecognitionInputs` is the dataset behind both the AP
 from __future__ import annotations
 
 import copy
-import logging
 import os
 import re
 from dataclasses import dataclass
@@ -38,8 +37,6 @@ from ..data.pipeline import Compose
 __all__ = ["init_recognizer", "inference_recognizer", "recognition_scores", "top_k_predictions",
            "RecognitionInputs", "RecognitionItem", "ArrayReader", "InputError", "count_frames",
            "build_recognition_loader", "forward_batch", "class_names_of", "load_recognizer_checkpoint"]
-
-_LOG = logging.getLogger("actionkit")
 
 _INIT_OPS = ("DecordInit", "PyAVInit", "OpenCVInit", "VideoInit")
 _DECODE_OPS = ("RawFrameDecode", "DecordDecode", "PyAVDecode", "OpenCVDecode", "VideoDecode")
