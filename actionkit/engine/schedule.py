@@ -170,8 +170,3 @@ class LrScheduler:
     def load_state_dict(self, state: Mapping) -> None:
         if "base_lrs" in state:
             self.base_lrs = [float(x) for x in state["base_lrs"]]
-
-
-def build_lr_scheduler(optimizer: torch.optim.Optimizer, lr_config: Mapping | None,
-                       filename: str | None = None) -> LrScheduler:
-    return LrScheduler.from_config(optimizer, lr_config, filename)

@@ -106,3 +106,12 @@ def forwarding_signature(init: Callable, target: Callable) -> inspect.Signature:
     rest = [p.replace(kind=p.KEYWORD_ONLY) for n, p in inspect.signature(target).parameters.items()
             if n != "self" and n not in names and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
     return inspect.Signature(own + rest)
+
+
+def build_module(cfg: Mapping[str, Any] | nn.Module, key: str) -> nn.Module:
+    """A sub-module from its config (errors name ``key``), or the module itself when one is given."""
+    if isinstance(cfg, Mapping):
+        from actionkit.registry import MODELS
+
+        return MODELS.build(cfg, key=key)
+    return cfg

@@ -15,16 +15,11 @@ import torch
 from torch import nn
 
 from actionkit.models.bbox_head import bbox2result
+from actionkit.models.common import build_module
 from actionkit.models.roi import bbox2roi
 from actionkit.registry import MODELS, ConfigError
 
 __all__ = ["AVARoIHead", "FastRCNN"]
-
-
-def _build(cfg: Any, key: str) -> Any:
-    if isinstance(cfg, Mapping):
-        return MODELS.build(cfg, key=key)
-    return cfg  # an already built module / object
 
 
 def _get(cfg: Any, name: str, default: Any = None) -> Any:
@@ -57,9 +52,9 @@ class AVARoIHead(nn.Module):
         super().__init__()
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
-        self.bbox_roi_extractor = _build(bbox_roi_extractor, "model.roi_head.bbox_roi_extractor")
-        self.shared_head = _build(shared_head, "model.roi_head.shared_head") if shared_head is not None else None
-        self.bbox_head = _build(bbox_head, "model.roi_head.bbox_head")
+        self.bbox_roi_extractor = build_module(bbox_roi_extractor, "model.roi_head.bbox_roi_extractor")
+        self.shared_head = build_module(shared_head, "model.roi_head.shared_head") if shared_head is not None else None
+        self.bbox_head = build_module(bbox_head, "model.roi_head.bbox_head")
         self.bbox_assigner = None
         self.bbox_sampler = None
         if train_cfg is not None:
@@ -144,8 +139,8 @@ class FastRCNN(nn.Module):
         super().__init__()
         if pretrained is not None and isinstance(backbone, Mapping):
             backbone = {**backbone, "pretrained": pretrained}
-        self.backbone = _build(backbone, "model.backbone")
-        self.neck = _build(neck, "model.neck") if neck is not None else None
+        self.backbone = build_module(backbone, "model.backbone")
+        self.neck = build_module(neck, "model.neck") if neck is not None else None
         self.train_cfg = train_cfg
         self.test_cfg = test_cfg
         if isinstance(roi_head, Mapping):
@@ -156,7 +151,7 @@ class FastRCNN(nn.Module):
             rcnn_test = _get(test_cfg, "rcnn")
             if rcnn_test is not None or "test_cfg" not in roi_head:
                 roi_head["test_cfg"] = rcnn_test
-        self.roi_head = _build(roi_head, "model.roi_head")
+        self.roi_head = build_module(roi_head, "model.roi_head")
 
     @property
     def with_neck(self) -> bool:

@@ -3,25 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from actionkit.evaluation.accuracy import top_k_accuracy
 from actionkit.registry import MODELS
-
-
-def top_k_accuracy(scores: np.ndarray, labels: np.ndarray, topk: Sequence[int] = (1,)) -> list[float]:
-    """MMAction2 0.x ``top_k_accuracy``: fraction of rows whose label is among the k highest scores."""
-    scores = np.asarray(scores)
-    labels = np.asarray(labels).reshape(-1)[:, np.newaxis]
-    order = np.argsort(scores, axis=1)
-    res = []
-    for k in topk:
-        max_k_preds = order[:, -k:][:, ::-1]
-        match = np.logical_or.reduce(max_k_preds == labels, axis=1)
-        res.append(match.sum() / match.shape[0])
-    return res
 
 
 class CrossEntropyLoss(nn.Module):

@@ -7,15 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from actionkit.models.common import build_module
 from actionkit.registry import ConfigError, MODELS
 
 _AVERAGE_CLIPS = ("score", "prob", None)
-
-
-def _build(cfg: Mapping[str, Any] | nn.Module, key: str) -> nn.Module:
-    if isinstance(cfg, nn.Module):
-        return cfg
-    return MODELS.build(cfg, key=key)
 
 
 @MODELS.register()
@@ -31,10 +26,10 @@ class Recognizer3D(nn.Module):
                  neck: Mapping[str, Any] | nn.Module | None = None,
                  train_cfg: Mapping[str, Any] | None = None, test_cfg: Mapping[str, Any] | None = None) -> None:
         super().__init__()
-        self.backbone = _build(backbone, "model.backbone")
+        self.backbone = build_module(backbone, "model.backbone")
         if neck is not None:
-            self.neck = _build(neck, "model.neck")
-        self.cls_head = _build(cls_head, "model.cls_head")
+            self.neck = build_module(neck, "model.neck")
+        self.cls_head = build_module(cls_head, "model.cls_head")
         self.train_cfg = dict(train_cfg) if train_cfg is not None else None
         self.test_cfg = dict(test_cfg) if test_cfg is not None else {}
         if self.train_cfg and self.train_cfg.get("blending") is not None:
