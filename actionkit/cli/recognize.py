@@ -150,7 +150,10 @@ def outcomes_csv(outcomes: Sequence[Outcome], top_k: int) -> str:
 # --------------------------------------------------------------------------------------------- main
 def recognize(model: Any, videos: Sequence[str], batch_size: int, num_workers: int, top_k: int,
               label_map: str | None = None) -> list[Outcome]:
-    """Every input through the engine's test loader; unreadable ones are reported on stderr as they come."""
+    """Every input through the engine's test loader; each input's top-k (stdout) or why it could not be read
+    (stderr) is printed as its batch comes, in input order."""
+    from tqdm import tqdm
+
     from ..engine.logging import progress
 
     cfg = model.cfg
@@ -168,7 +171,9 @@ def recognize(model: Any, videos: Sequence[str], batch_size: int, num_workers: i
         for it in items:
             if it.error is not None:
                 outcomes[it.index].error = it.error
-                print(f"cannot read {it.error}", file=sys.stderr, flush=True)
+                tqdm.write(f"cannot read {it.error}", file=sys.stderr)
+            else:
+                tqdm.write(format_outcome(outcomes[it.index]))
     return outcomes
 
 
@@ -185,9 +190,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         model.average_clips = args.average_clips
     workers = default_workers(model.cfg, len(videos)) if args.num_workers is None else args.num_workers
     outcomes = recognize(model, videos, args.batch_size, workers, args.top_k, args.label_map)
-    for o in outcomes:
-        if o.error is None:
-            print(format_outcome(o))
     failed = [o for o in outcomes if o.error is not None]
     if args.out is not None:
         first = next((o.scores for o in outcomes if o.scores is not None), None)
