@@ -9,6 +9,7 @@ Frames carry their number as burnt-in blocks, so a wrong frame is caught even wh
 """
 from __future__ import annotations
 
+import random
 import struct
 from fractions import Fraction
 from pathlib import Path
@@ -429,3 +430,44 @@ def test_sixteen_bit_images_match_opencv(tmp_path):
     Image.fromarray(rng.random((4, 4), dtype=np.float32), mode="F").save(buf)
     with pytest.raises(DecodeError, match=r"f\.tiff: floating-point images are not supported"):
         D.decode_image(buf.read_bytes(), "pillow", str(buf))
+
+
+# ---- MMAction2's video pipeline order (Init -> SampleFrames -> Decode) --------------------------
+VIDEO_CONFIGS = ["recognition/i3d/i3d_r50_video_32x2x1_100e_kinetics400_rgb.py",
+                 "recognition/slowfast/slowfast_r50_video_4x16x1_256e_kinetics400_rgb.py"]
+
+
+@pytest.mark.parametrize("config", VIDEO_CONFIGS)
+def test_video_configs_follow_mmaction2_order(corpus, config):
+    """The shipped video configs open the video first (MMAction2's files), and their train / val pipelines
+    run, fused (FramewiseClip) and step by step alike, on a results dict holding only ``filename``."""
+    from actionkit import load_config
+    from actionkit.data import pipeline as P
+
+    from conftest import REPO
+
+    cfg = load_config(REPO / "configs" / config)
+    for split in ("train", "val", "test"):
+        steps = cfg["data"][split]["pipeline"]
+        assert [s["type"] for s in steps[:3]] == ["DecordInit", "SampleFrames", "DecordDecode"], split
+    path = str(corpus["mkv_h264"])
+    for split in ("train", "val"):
+        steps = [s for s in cfg["data"][split]["pipeline"] if s["type"] not in ("Collect", "ToTensor")]
+        fused = P.Compose(steps)
+        assert any(isinstance(t, P.FramewiseClip) for t in fused._run), split
+        random.seed(0), np.random.seed(0)
+        out = fused({"filename": path})
+        assert out["imgs"].shape == (1, 3, 32, 224, 224) and out["start_index"] == 0
+        assert out["total_frames"] == N and out["frame_inds"].max() < N
+        stepwise = {"filename": path}
+        random.seed(0), np.random.seed(0)
+        for t in fused.transforms:
+            stepwise = t(stepwise)
+        np.testing.assert_array_equal(out["imgs"], stepwise["imgs"])
+        np.testing.assert_array_equal(out["frame_inds"], stepwise["frame_inds"])
+
+
+def test_init_keeps_the_datasets_start_index(corpus):
+    res = PIPELINES.build(dict(type="DecordInit"))(dict(filename=str(corpus["mkv_h264"]), start_index=1))
+    assert res["start_index"] == 1 and res["total_frames"] == N
+    res["video_reader"].close()

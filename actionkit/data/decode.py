@@ -1016,12 +1016,16 @@ class _VideoInitBase:
         self.kwargs = kwargs
 
     def __call__(self, results: dict) -> dict:
+        """Open ``results['filename']``: sets ``video_reader``, ``total_frames``, ``avg_fps``, and
+        ``start_index`` 0 (video frames are 0-based) when the dataset did not set it, so that MMAction2's
+        order (``*Init`` -> ``SampleFrames`` -> ``*Decode``) runs on a results dict holding only ``filename``."""
         if "filename" not in results:
             raise KeyError(f"{type(self).__name__}: results has no 'filename'")
         reader = open_video(results["filename"], self.backend, num_threads=self.num_threads)
         results["video_reader"] = reader
         results["total_frames"] = reader.num_frames
         results["avg_fps"] = reader.fps
+        results.setdefault("start_index", 0)
         return results
 
     def __repr__(self) -> str:
