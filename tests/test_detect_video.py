@@ -340,3 +340,63 @@ def test_memory_is_bounded_by_the_window(synthetic):
     results = list(d.detect_video("v", pipe, Probe(), NoBoxes(), kfs, 8, 4, frames=frames))
     assert len(results) == len(kfs) == 74
     assert max(sizes) <= 8 and [f for f, _ in results[1].output_frames] == [14, 18]
+
+
+# ------------------------------------------------------------------------------------------------ LFB
+
+LFB_CFG = REPO / "configs/detection/synthetic/lfb_avg_slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb.py"
+LT_BASELINE_CFG = REPO / "configs/detection/synthetic/slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb.py"
+
+
+def test_lfb_model_on_a_video_equals_dataset_path(tmp_path, capsys):
+    """An LFB model on a video: detect infers the video's bank with the baseline, then runs the LFB model; its
+    csv equals the dataset path (bank inferred by tools/test.py with the LFBInferHead config that `actionkit
+    lfb` builds, then tools/test.py on the LFB config) on the same keyframes, and eval-ava agrees."""
+    from actionkit.config import load_config
+    from actionkit.data.synthetic_ava import make_ava
+    from actionkit.engine.checkpoint import save_checkpoint
+    from actionkit.engine.entry import config_to_python, test_main
+    from actionkit.engine.lfb_workflow import build_infer_config
+    from actionkit.evaluation.ava_map import frame_map
+    from actionkit.models.builder import build_model_from_config
+
+    info = make_ava(tmp_path / "lt", seed=3, num_train=1, num_val=1, num_keyframes=6, margin_s=1,
+                    extra_groups=("relation", "event", "flash"))
+    ava = tmp_path / "lt"
+    base = _write_config(tmp_path / "base.py", LT_BASELINE_CFG, ava, "proposals_val.npz")
+    lfb = tmp_path / "lfb.py"
+    lfb.write_text(base.read_text().replace(repr(str(LT_BASELINE_CFG)), repr(str(LFB_CFG)))
+                   + f"model = dict(roi_head=dict(shared_head=dict(lfb_cfg=dict(lfb_prefix_path="
+                     f"{str(tmp_path / 'bank')!r}, dataset_modes=('val',)))))\n")
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "baseline.pth", build_model_from_config(base))
+    # the dataset path: the val bank through tools/test.py, then the LFB model through tools/test.py
+    icfg = tmp_path / "infer.py"
+    icfg.write_text(config_to_python(build_infer_config(load_config(lfb), "val", 64)))
+    assert test_main([str(icfg), str(tmp_path / "baseline.pth"), "--out", str(tmp_path / "infer.csv")]) == 0
+    assert (tmp_path / "bank" / "lfb_val").is_dir()
+    torch.manual_seed(1)
+    save_checkpoint(tmp_path / "lfb.pth", build_model_from_config(lfb))
+    ref = tmp_path / "ref.csv"
+    assert test_main([str(lfb), str(tmp_path / "lfb.pth"), "--out", str(ref),
+                      "--cfg-options", "model.test_cfg.rcnn.action_thr=0"]) == 0
+    vid = info["splits"]["val"]["videos"][0]
+    out_csv = tmp_path / "det.csv"
+    common = [ava / "videos" / f"{vid}.mp4", "--config", lfb, "--checkpoint", tmp_path / "lfb.pth",
+              "--person-boxes", ava / "annotations" / "proposals_val.npz", "--out", tmp_path / "det.mp4"]
+    assert _cli(*common, "--csv", out_csv) == 1
+    assert "--lfb-baseline" in capsys.readouterr().err
+    assert _cli(*common, "--csv", out_csv, "--lfb-baseline", tmp_path / "baseline.pth") == 0
+    det_rows, ref_rows = _rows(out_csv), _rows(ref)
+    assert len(det_rows) == len(ref_rows) > 0
+    assert [r[:2] + [r[6]] for r in det_rows] == [r[:2] + [r[6]] for r in ref_rows]
+    np.testing.assert_allclose(np.array([[float(v) for v in r[2:6] + r[7:]] for r in det_rows]),
+                               np.array([[float(v) for v in r[2:6] + r[7:]] for r in ref_rows]), atol=1e-5, rtol=0)
+    ann = ava / "annotations"
+    m = [frame_map(ann / "val.csv", f, ann / "action_list.pbtxt", ann / "val_excluded_timestamps.csv").mAP
+         for f in (out_csv, ref)]
+    assert m[0] == pytest.approx(m[1], abs=1e-12)
+    # a non-LFB config refuses --lfb-baseline
+    assert _cli(*[str(c) for c in common[:1]], "--config", base, "--checkpoint", tmp_path / "baseline.pth",
+                "--person-boxes", ann / "proposals_val.npz", "--lfb-baseline", tmp_path / "baseline.pth") == 1
+    assert "is not an LFB config" in capsys.readouterr().err

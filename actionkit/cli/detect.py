@@ -16,7 +16,7 @@ The csv's timestamp column is the AVA second for a proposal file and the keyfram
 
 LFB configs (a feature bank head): ``--lfb-baseline CKPT`` (the config's ``lfb_infer`` baseline) first infers the
 video's feature bank over all its keyframes, then the LFB model runs with it (see
-``actionkit.inference.detection_lfb``).
+``actionkit.inference.detection.infer_video_bank``).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import argparse
 import contextlib
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -138,15 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.decode import DecodeError
-    from ..engine.logging import progress
-    from ..evaluation.ava_csv import format_result_rows
     from ..inference.detection import (ActionDetector, DetectInputError, DetectorBoxes, KeyframeClipPipeline,
-                                       demo_keyframes, detect_video, iter_video_frames, load_person_boxes,
-                                       top_labels)
-    from ..inference.video_writer import Mp4Writer, draw_detections, draw_note
-    from ..labels import abbreviate, class_names_for_config
-    from ..utils import atomic_write
+                                       RememberedBoxes, demo_keyframes, infer_video_bank, is_lfb_config, iter_video_frames,
+                                       lfb_config_for_bank, load_person_boxes, video_fps, with_seconds)
     from ..zoo import resolve_checkpoint
 
     t0 = time.time()
@@ -156,10 +151,7 @@ def run(args: argparse.Namespace) -> int:
     video_id = video.stem
     cfg = resolve_config(args.config, args.cfg_options)
     fps, timestamp_start, num_max = _dataset_timeline(cfg)
-    try:
-        num_frames, frames = iter_video_frames(video)
-    except DecodeError as e:
-        raise DetectInputError(f"{video}: cannot read the video ({e})") from None
+    num_frames, frames = iter_video_frames(video)
     pipeline = KeyframeClipPipeline(cfg, video_id, num_frames)
     window = pipeline.window
     if num_frames < window:
@@ -175,18 +167,36 @@ def run(args: argparse.Namespace) -> int:
 
         det_weights = "COCO_V1" if args.det_checkpoint is None else args.det_checkpoint
         person_boxes = DetectorBoxes(TorchvisionPersonDetector(args.det_score_thr, args.device, det_weights))
-    keyframes = person_boxes.keyframes(num_frames, demo)
+    keyframes = with_seconds(person_boxes.keyframes(num_frames, demo), video_fps(video))
     checkpoint = resolve_checkpoint(args.checkpoint)
-    model = None
-    if _is_lfb_config(cfg):
-        from ..inference.detection_lfb import build_lfb_detector
+    with contextlib.ExitStack() as stack:
+        if is_lfb_config(cfg):
+            if args.lfb_baseline is None:
+                raise DetectInputError(f"{cfg.filename or 'the config'} is an LFB config: give the feature-bank "
+                                       "baseline checkpoint with --lfb-baseline (its bank of the video is inferred "
+                                       "first)")
+            bank_root = stack.enter_context(tempfile.TemporaryDirectory(prefix="actionkit_lfb_"))
+            person_boxes = RememberedBoxes(person_boxes)   # the detector runs once per keyframe, not twice
+            infer_video_bank(cfg, resolve_checkpoint(args.lfb_baseline), video, pipeline, person_boxes, keyframes,
+                             bank_root, args.device)
+            cfg = lfb_config_for_bank(cfg, bank_root)
+        elif args.lfb_baseline is not None:
+            raise DetectInputError(f"--lfb-baseline {args.lfb_baseline}: {cfg.filename or 'the config'} is not an "
+                                   "LFB config (no feature bank head)")
+        detector = ActionDetector(cfg, checkpoint, args.device)
+        return _detect(args, cfg, video, pipeline, detector, person_boxes, keyframes, frames, t0)
 
-        model = build_lfb_detector(cfg, checkpoint, args.lfb_baseline, video, pipeline, person_boxes, keyframes,
-                                   args.device)
-    elif args.lfb_baseline is not None:
-        raise DetectInputError(f"--lfb-baseline {args.lfb_baseline}: {cfg.filename or 'the config'} is not an LFB "
-                               "config (no feature bank head)")
-    detector = ActionDetector(cfg, checkpoint, args.device, model=model)
+
+def _detect(args: argparse.Namespace, cfg: Any, video: Path, pipeline: Any, detector: Any, person_boxes: Any,
+            keyframes: Sequence[Any], frames: Any, t0: float) -> int:
+    from ..engine.logging import progress
+    from ..evaluation.ava_csv import format_result_rows
+    from ..inference.detection import detect_video, top_labels
+    from ..inference.video_writer import Mp4Writer, draw_detections, draw_note
+    from ..labels import abbreviate, class_names_for_config
+    from ..utils import atomic_write
+
+    video_id = video.stem
     names = class_names_for_config(cfg, args.label_map)
     custom = _custom_ids(cfg)
     action_ids = custom if custom is not None else list(range(1, detector.num_classes))
@@ -227,9 +237,3 @@ def run(args: argparse.Namespace) -> int:
 def column_of(action_id: int, action_ids: Sequence[int]) -> int:
     """The model output column (1-based, column 0 is background) of an action id."""
     return action_ids.index(action_id) + 1
-
-
-def _is_lfb_config(cfg: Any) -> bool:
-    roi_head = (cfg.get("model") or {}).get("roi_head") or {}
-    shared = roi_head.get("shared_head") or {}
-    return isinstance(shared, dict) and "lfb_cfg" in shared

@@ -34,8 +34,9 @@ from ..data.decode import DecodeError, record_decoded_shape
 
 __all__ = [
     "DetectInputError", "Keyframe", "KeyframeResult", "PersonBoxes", "ProposalFileBoxes", "CsvBoxes",
-    "DetectorBoxes", "load_person_boxes", "val_sampler", "demo_keyframes", "output_frame_numbers",
-    "KeyframeClipPipeline", "ActionDetector", "detect_video", "top_labels", "DECODE_OP_TYPES",
+    "DetectorBoxes", "RememberedBoxes", "load_person_boxes", "val_sampler", "demo_keyframes", "output_frame_numbers",
+    "KeyframeClipPipeline", "ActionDetector", "detect_video", "top_labels", "DECODE_OP_TYPES", "with_seconds",
+    "video_fps", "iter_video_frames", "is_lfb_config", "infer_video_bank", "lfb_config_for_bank",
 ]
 
 # decode ops of a val pipeline that the streaming decode replaces (and the *Init ops that open a reader)
@@ -50,11 +51,25 @@ class DetectInputError(ValueError):
 
 @dataclass(frozen=True)
 class Keyframe:
-    """A keyframe: its 1-based frame number and the ``timestamp`` written to the results csv (the AVA second
-    for keyframes of a proposal file, otherwise the frame number)."""
+    """A keyframe: its 1-based frame number, the ``timestamp`` written to the results csv (the AVA second for
+    keyframes of a proposal file, otherwise the frame number) and the whole ``second`` it lies in (the
+    timestamp of its ``img_key``, which a feature bank is indexed by; ``None``: the timestamp)."""
 
     frame: int
     timestamp: int
+    second: int | None = None
+
+    @property
+    def key_second(self) -> int:
+        return self.timestamp if self.second is None else self.second
+
+
+def with_seconds(keyframes: Sequence[Keyframe], video_fps: float) -> list[Keyframe]:
+    """Keyframes with ``second`` set: kept where known (proposal files), else ``int((frame - 1) / video_fps)``."""
+    if not video_fps or video_fps <= 0:
+        video_fps = 30.0
+    return [k if k.second is not None else Keyframe(k.frame, k.timestamp, int((k.frame - 1) / video_fps))
+            for k in keyframes]
 
 
 @dataclass
@@ -177,7 +192,7 @@ class ProposalFileBoxes(PersonBoxes):
                     f"{self.path}: key '{self.video_id},{sec:04d}' is frame {frame} at {self.fps} fps from second "
                     f"{self.timestamp_start}, outside the video's {num_frames} frames: is it the boxes file of "
                     "another video?")
-            out.append(Keyframe(frame, sec))
+            out.append(Keyframe(frame, sec, sec))
         return out
 
     def boxes(self, keyframe: Keyframe, frame: np.ndarray) -> np.ndarray:
@@ -250,6 +265,26 @@ class DetectorBoxes(PersonBoxes):
 
     def boxes(self, keyframe: Keyframe, frame: np.ndarray) -> np.ndarray:
         return np.asarray(self.detector(frame), dtype=np.float64).reshape(-1, 5)
+
+
+class RememberedBoxes(PersonBoxes):
+    """Another source's boxes, kept per keyframe after the first call (for a second pass over the video)."""
+
+    def __init__(self, source: PersonBoxes):
+        self.source = source
+        self.memory: dict[int, np.ndarray] = {}
+
+    @property
+    def needs_frame(self) -> bool:
+        return self.source.needs_frame
+
+    def keyframes(self, num_frames: int, demo: list[int]) -> list[Keyframe]:
+        return self.source.keyframes(num_frames, demo)
+
+    def boxes(self, keyframe: Keyframe, frame: np.ndarray) -> np.ndarray:
+        if keyframe.frame not in self.memory:
+            self.memory[keyframe.frame] = self.source.boxes(keyframe, frame)
+        return self.memory[keyframe.frame]
 
 
 def load_person_boxes(path: str | os.PathLike, video_id: str, fps: int, timestamp_start: int,
@@ -345,7 +380,7 @@ class KeyframeClipPipeline:
         results = self.sampler(dict(fps=1, timestamp=keyframe.frame - 1, timestamp_start=0,
                                     shot_info=(1, self.num_frames + 1), start_index=0))
         results.update(frame_dir=f"{self.video_id}.mp4", video_id=self.video_id, timestamp=keyframe.timestamp,
-                       img_key=f"{self.video_id},{keyframe.timestamp:04d}", modality="RGB",
+                       img_key=f"{self.video_id},{keyframe.key_second:04d}", modality="RGB",
                        filename_tmpl="img_{:05}.jpg", proposals=boxes[:, :4], scores=boxes[:, 4])
         results[_FRAMES_KEY] = frames
         return self.compose(results)
@@ -438,6 +473,14 @@ def _plans(keyframes: Sequence[Keyframe], pipeline: KeyframeClipPipeline, predic
         yield _Plan(kf, needed, min(needed), max(needed), outputs)
 
 
+def video_fps(path: str | os.PathLike) -> float:
+    """The average frame rate of a video (0.0 when the file does not say)."""
+    from ..data.decode import PyAVReader
+
+    with PyAVReader(path) as reader:
+        return float(reader.fps)
+
+
 def iter_video_frames(path: str | os.PathLike, chunk: int = 256) -> tuple[int, Iterator[tuple[int, np.ndarray]]]:
     """``(num_frames, iterator of (1-based frame number, RGB frame))``: one sequential decode with the
     frame-accurate PyAV reader (the pixels the dataset's reader gives for the same frames)."""
@@ -445,6 +488,9 @@ def iter_video_frames(path: str | os.PathLike, chunk: int = 256) -> tuple[int, I
 
     reader = PyAVReader(path)
     n = reader.num_frames
+    if n == 0:
+        reader.close()
+        raise DecodeError(f"{path}: the video has no frames", str(path))
 
     def frames() -> Iterator[tuple[int, np.ndarray]]:
         try:
@@ -499,3 +545,54 @@ def _run_plan(plan: _Plan, buffer: Mapping[int, np.ndarray], pipeline: KeyframeC
     scores = action_score_matrix(class_results, len(persons))
     return KeyframeResult(kf, persons.astype(np.float32), class_results, scores,
                           [(f, buffer[f]) for f in plan.outputs])
+
+
+# ------------------------------------------------------------------------------------------------ LFB
+
+VIDEO_BANK_MODE = "video"
+
+
+def is_lfb_config(cfg: Mapping[str, Any]) -> bool:
+    """Whether the detector's shared head samples a long-term feature bank (``FBOHead`` with ``lfb_cfg``)."""
+    roi_head = (cfg.get("model") or {}).get("roi_head") or {}
+    shared = roi_head.get("shared_head") or {}
+    return isinstance(shared, Mapping) and "lfb_cfg" in shared
+
+
+def infer_video_bank(cfg: Any, baseline: str | os.PathLike, video: str | os.PathLike,
+                     pipeline: KeyframeClipPipeline, person_boxes: PersonBoxes, keyframes: Sequence[Keyframe],
+                     bank_root: str | os.PathLike, device: str = "cpu",
+                     show_progress: bool | None = None) -> Path:
+    """The feature bank of one video: the LFB config's bank-inference model (``actionkit lfb``'s
+    ``build_infer_config``: the shared head replaced by ``LFBInferHead``, the baseline's bbox head width) with
+    the ``baseline`` checkpoint over every keyframe (one streaming decode), written as
+    ``{bank_root}/lfb_video`` (keys ``video_id, keyframe second``). Returns the bank directory."""
+    from ..engine.lfb_workflow import _baseline_in_channels, build_infer_config
+    from ..engine.logging import progress
+
+    baseline = Path(baseline)
+    if not baseline.is_file():
+        raise DetectInputError(f"{baseline}: LFB baseline checkpoint not found")
+    mode = next(m for m in ("val", "test", "train") if m in (cfg.get("data") or {}))
+    icfg = build_infer_config(cfg, mode, _baseline_in_channels(baseline))
+    icfg.model.roi_head.shared_head["lfb_prefix_path"] = str(bank_root)
+    icfg.model.roi_head.shared_head["dataset_mode"] = VIDEO_BANK_MODE
+    infer = ActionDetector(icfg, baseline, device)
+    n_boxes = 0
+    for res in progress(detect_video(video, pipeline, infer, person_boxes, keyframes, 1, 1),
+                        total=len(keyframes), desc=f"feature bank {Path(video).name}", enabled=show_progress):
+        n_boxes += len(res.persons)
+    if n_boxes == 0:
+        raise DetectInputError(f"{video}: no person found at any keyframe, so there is no feature bank for the "
+                               "LFB model")
+    banks = [m.write_bank() for m in infer.model.modules() if callable(getattr(m, "write_bank", None))]
+    return Path(banks[0])
+
+
+def lfb_config_for_bank(cfg: Any, bank_root: str | os.PathLike) -> Any:
+    """The LFB config reading the video's bank (``{bank_root}/lfb_video``) instead of the dataset's."""
+    out = copy.deepcopy(cfg)
+    lfb_cfg = out["model"]["roi_head"]["shared_head"]["lfb_cfg"]
+    lfb_cfg["lfb_prefix_path"] = str(bank_root)
+    lfb_cfg["dataset_modes"] = (VIDEO_BANK_MODE,)
+    return out
