@@ -240,6 +240,25 @@ def test_a_stale_lock_is_taken_over_and_the_lock_released_at_exit(tmp_path, acti
     assert not (wd / WorkDirLock.FILENAME).exists()
 
 
+def test_a_lock_whose_pid_was_recycled_is_stale(tmp_path, actionkit_log):
+    """A live pid with another start time than the recorded one is another process (Linux /proc)."""
+    live = os.getppid()
+    start = ak_utils.process_start_ticks(live)
+    if start is None:
+        pytest.skip("no /proc start times on this system")
+    path = _write_lock(tmp_path, live)
+    record = json.loads(path.read_text())
+    with pytest.raises(WorkDirLockedError):  # the recorded start time matches: the holder is alive
+        WorkDirLock(tmp_path).acquire()
+    path.write_text(json.dumps({**record, "proc_start": start}))
+    with pytest.raises(WorkDirLockedError):
+        WorkDirLock(tmp_path).acquire()
+    path.write_text(json.dumps({**record, "proc_start": start + 1}))
+    with WorkDirLock(tmp_path) as lock:
+        assert json.loads(lock.path.read_text())["pid"] == os.getpid()
+    assert any("stale lock" in line for line in actionkit_log)
+
+
 def test_work_dir_lock_is_exclusive_between_two_processes(tmp_path):
     wd = tmp_path / "wd"
     wd.mkdir()
@@ -319,6 +338,14 @@ def test_resume_from_another_models_checkpoint_lists_the_keys(tmp_path):
         _train(cfg, tmp_path / "other", extra=("--resume-from", str(other)))
     assert "roi_head.extra.weight" in str(ei.value) and "bn.running_var" in str(ei.value)
     assert str(other) in str(ei.value)
+    # matching weights but the optimizer state of other parameter groups
+    ck = safe_load(src / "epoch_1.pth")
+    ck["optimizer"]["param_groups"][0]["params"] = ck["optimizer"]["param_groups"][0]["params"][:2]
+    foreign_opt = tmp_path / "foreign_optimizer.pth"
+    torch.save(ck, foreign_opt)
+    with pytest.raises(CheckpointError, match="optimizer state does not fit") as ei:
+        _train(cfg, tmp_path / "opt", extra=("--resume-from", str(foreign_opt)))
+    assert str(foreign_opt) in str(ei.value)
 
 
 def test_resume_with_another_batch_size_keeps_epoch_accounting(tmp_path):
