@@ -349,11 +349,12 @@ def resume_position(meta: Mapping, iters_per_epoch: int, filename: str | os.Path
     if not differs:
         return epoch, int(meta.get("iter", epoch * iters_per_epoch + inner)), inner
     if inner:
+        instead = (f"resume from the checkpoint of epoch {epoch} (epoch_{epoch}.pth)" if epoch
+                   else "start without --resume-from (no epoch had finished)")
         raise CheckpointError(filename, f"cannot resume in the middle of epoch {epoch + 1}: the checkpoint was "
                               f"written with {saved_text}, this run has {iters_per_epoch} (another batch size or "
-                              "number of processes), so its position in the epoch has no equivalent; resume "
-                              f"from the checkpoint of epoch {epoch} (epoch_{epoch}.pth) or with the original "
-                              "data.videos_per_gpu and number of processes")
+                              f"number of processes), so its position in the epoch has no equivalent; {instead} "
+                              "or resume with the original data.videos_per_gpu and number of processes")
     logger.warning("%s: written with %s, this run has %d iterations per epoch (another batch size or number of "
                    "processes): resuming at the start of epoch %d with the iteration counter set to %d",
                    filename, saved_text, iters_per_epoch, epoch + 1, epoch * iters_per_epoch)
