@@ -258,7 +258,8 @@ def test_opencv_reader_on_corpus(corpus, name):
         idx = [n - 1, 0, 5, 5, n // 2]
         assert [frame_number(f) for f in r.get_frames(idx)] == [expected[i] for i in idx]
         if r.num_frames > len(seq):
-            with pytest.raises(DecodeError, match=f"{corpus[name].name}: frame {len(seq)}"):
+            with pytest.raises(DecodeError, match=f"{corpus[name].name}: frame {len(seq)} could not be decoded "
+                                                  f".*header lists {r.num_frames} frames"):
                 r.get_frames([len(seq)])
 
 

@@ -629,7 +629,9 @@ class OpenCVReader:
     """Video reader on ``cv2.VideoCapture``: decodes forward with ``grab()`` and re-opens to go back.
 
     Frame-exact by construction (no seeking), fast for dense sampling of short clips; random access deep
-    into long videos is slower than :class:`PyAVReader`.  ``num_frames`` is the container's frame count.
+    into long videos is slower than :class:`PyAVReader`.  ``num_frames`` is the container's frame count
+    (``CAP_PROP_FRAME_COUNT``, as MMAction2's ``OpenCVInit``): where a header overstates it, reading past the
+    real end is a :class:`DecodeError` naming the file.
     """
 
     def __init__(self, path: str | os.PathLike, num_threads: int = 1):
@@ -694,11 +696,13 @@ class OpenCVReader:
             while self._pos < target:
                 if not self._cap.grab():
                     raise DecodeError(f"{self.path}: frame {target} could not be decoded (the stream "
-                                      f"ended at frame {self._pos})", self.path, target)
+                                      f"ended at frame {self._pos}, but the container header lists "
+                                      f"{self._num_frames} frames)", self.path, target)
                 self._pos += 1
             ok, bgr = self._cap.read()
             if not ok or bgr is None:
-                raise DecodeError(f"{self.path}: frame {target} could not be decoded", self.path, target)
+                raise DecodeError(f"{self.path}: frame {target} could not be decoded (the container header "
+                                  f"lists {self._num_frames} frames)", self.path, target)
             self._pos += 1
             yield pos, bgr, True
 
