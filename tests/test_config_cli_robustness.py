@@ -264,7 +264,18 @@ def test_overwrite_replaces_only_a_bank(tmp_path, capsys):
     assert L.convert_lfb_main([str(pkl), "--out", str(tmp_path / "bank"), "--overwrite"]) == 0
     (tmp_path / "empty").mkdir()
     assert L.convert_lfb_main([str(pkl), "--out", str(tmp_path / "empty"), "--overwrite"]) == 0
-    assert L.is_bank_dir(tmp_path / "empty") and len(L.FeatureBank.open(tmp_path / "bank")) == 2
+    assert len(L.FeatureBank.open(tmp_path / "empty")) == len(L.FeatureBank.open(tmp_path / "bank")) == 2
+    # a damaged bank (unreadable meta.json, a leftover temporary file) holds only bank files: replaced
+    damaged = tmp_path / "bank"
+    (damaged / "meta.json").write_text("{trunc")
+    (damaged / ".seconds.npy.tmp-123").write_bytes(b"")
+    assert L.is_replaceable_bank_dir(damaged)
+    L.convert_lfb(pkl, damaged, overwrite=True)
+    assert len(L.FeatureBank.open(damaged)) == 2
+    (damaged / "notes.txt").write_text("mine")          # anything else beside a valid bank: refused
+    with pytest.raises(FileExistsError, match="bank: exists and is not a feature bank"):
+        L.convert_lfb(pkl, damaged, overwrite=True)
+    assert (damaged / "notes.txt").read_text() == "mine"
 
 
 # ------------------------------------------------------------------------------------------------ command line

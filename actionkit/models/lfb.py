@@ -20,8 +20,8 @@ or more non-singleton dimensions is refused, never flattened.  Features must be 
 NaN / Inf (also a float32 value that overflows float16) naming the video and second, and record
 ``"all_finite": true`` in ``meta.json``; a bank without that flag (written by an older version) is scanned
 once per open, in chunks, and refused at its first non-finite row.  Writing over an existing directory
-(``overwrite=True``, ``convert-lfb --overwrite``) replaces only a feature bank (a ``meta.json`` of this
-format) or an empty directory; anything else is refused.
+(``overwrite=True``, ``convert-lfb --overwrite``) replaces only a directory holding nothing but a bank's
+files (a bank, or a damaged one) or an empty directory; anything else is refused.
 
 Sampling follows spec-detection §4.11: window [t - W//2, t - W//2 + W) seconds, at most K features per
 second chosen at random without replacement, zero padding to W*K slots, float32.  The random choice is
@@ -86,9 +86,9 @@ def _atomic_dir(final: Path, overwrite: bool = True):
         if not overwrite:
             raise FileExistsError(f"{final}: already exists (pass overwrite=True / --overwrite to replace it)")
         if not is_replaceable_bank_dir(final):
-            raise FileExistsError(f"{final}: exists and is not a feature bank (no {final / 'meta.json'} of "
-                                  f"format {BANK_FORMAT!r}); refusing to replace it. Remove it yourself or "
-                                  f"write the bank elsewhere")
+            raise FileExistsError(f"{final}: exists and is not a feature bank (it holds more than a bank's "
+                                  f"files: {', '.join(_FILES)}); refusing to replace it. Remove it yourself "
+                                  f"or write the bank elsewhere")
     tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     tmp.mkdir()
     try:
@@ -107,25 +107,16 @@ def _atomic_dir(final: Path, overwrite: bool = True):
         raise
 
 
-def is_bank_dir(path: str | os.PathLike) -> bool:
-    """Whether ``path`` is a directory holding a ``meta.json`` of this bank format (complete or not)."""
+def is_replaceable_bank_dir(path: str | os.PathLike) -> bool:
+    """What a bank writer may replace: a directory holding nothing but a bank's files (a bank, a damaged
+    one with e.g. an unreadable ``meta.json``, and their temporary files) or an empty directory; never a
+    file, a link or a directory with anything else in it (a bank with a file of the user's beside it
+    included)."""
     path = Path(path)
     if path.is_symlink() or not path.is_dir():
         return False
-    try:
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("format") == BANK_FORMAT
-
-
-def is_replaceable_bank_dir(path: str | os.PathLike) -> bool:
-    """What a bank writer may replace: a feature bank directory or an empty directory (never a file,
-    a link or a directory with other contents)."""
-    path = Path(path)
-    if is_bank_dir(path):
-        return True
-    return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    temp_prefixes = tuple(f".{f}.tmp-" for f in _FILES)   # actionkit.utils.atomic_write's temporary names
+    return all(entry.name in _FILES or entry.name.startswith(temp_prefixes) for entry in path.iterdir())
 
 
 def _save_npy(path: Path, arr: np.ndarray) -> None:
@@ -1215,6 +1206,6 @@ def write_lfb_banks(model: nn.Module) -> list[Path]:
 __all__ = [
     "FeatureBank", "FeatureBankError", "FeatureBankWriter", "FBOHead", "FBOAvg", "FBOMax", "FBONonLocal",
     "LFB", "LFBInferHead", "NonLocalLayer", "convert_lfb", "convert_lfb_main", "load_mmaction_lfb_pkl",
-    "merge_feature_banks", "open_lfb", "parse_img_key", "stable_seed", "write_feature_bank",
-    "write_feature_bank_arrays", "write_lfb_banks",
+    "is_replaceable_bank_dir", "merge_feature_banks", "open_lfb", "parse_img_key", "stable_seed",
+    "write_feature_bank", "write_feature_bank_arrays", "write_lfb_banks",
 ]
