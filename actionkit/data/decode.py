@@ -342,7 +342,6 @@ class PyAVReader:
         """
         import av
 
-        self._rewind()
         self._index = idx
         self._seek_to_keyframe(0)
         try:
@@ -493,13 +492,17 @@ class PyAVReader:
         idx = self._index
         j = bisect.bisect_left(idx.keyframes, k)
         self._drop_iter()
-        if k == 0:
-            self._rewind()
+        if k == 0 and idx.decode_order:
+            # the start exactly as the counting decode saw it (a seek may land on the first keyframe instead)
+            self._container.close()
+            self._container, self._stream = self._open_container(self.path, self._num_threads)
         else:
             try:
                 self._container.seek(idx.seek_ts[j], stream=self._stream, backward=True, any_frame=False)
             except av.error.FFmpegError as e:
-                raise DecodeError(f"{self.path}: seek to frame {k} failed ({e})", self.path, k) from e
+                if k > 0:
+                    raise DecodeError(f"{self.path}: seek to frame {k} failed ({e})", self.path, k) from e
+                self._rewind()
         self._iter = self._container.decode(self._stream)
         self._pos = k
         self._last_out = None
