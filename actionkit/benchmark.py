@@ -4,9 +4,10 @@ Recognizers (spec A8): random weights (no checkpoint), batch 1 video made of the
 (e.g. 10 clips x 3 crops = 30 views of 3x32x256x256 for I3D/SlowFast K400), model time only
 (forward of all views + clip averaging, data loading excluded), the first ``--warmup`` iterations
 discarded, videos/s = timed iterations / summed time.  ``--train-step`` instead times
-forward + backward + SGD step on training clips (clips/s).  Detectors: one test clip with
-``--proposals`` boxes per keyframe (keyframes/s).  Peak memory: CUDA max allocated, or the
-process's peak RSS on CPU.
+forward + backward + SGD step on training clips (clips/s).  ``--fast`` times the inference fast path
+(:mod:`actionkit.engine.fast`); its first call (the compilation) is reported as ``first_call_s``.
+Detectors: one test clip with ``--proposals`` boxes per keyframe (keyframes/s).  Peak memory: CUDA max
+allocated, or the process's peak RSS on CPU.
 """
 from __future__ import annotations
 
@@ -70,8 +71,14 @@ def _sync(device: torch.device) -> None:
 def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_last: bool = False,
                   train_step: bool = False, views: int | None = None, clip_len: int | None = None,
                   size: int | None = None, batch_size: int | None = None, iters: int = 20, warmup: int = 5,
-                  proposals: int = 8, cfg_options: Sequence[str] | None = None, threads: int | None = None) -> dict[str, Any]:
+                  proposals: int = 8, cfg_options: Sequence[str] | None = None, threads: int | None = None,
+                  fast: bool = False) -> dict[str, Any]:
     from .models.builder import build_model_from_config
+
+    if fast and (train_step or amp or channels_last):
+        raise ValueError("--fast is an inference path of its own: not with --train-step, --amp or --channels-last")
+    if fast and warmup < 1:
+        raise ValueError("--fast needs --warmup >= 1 (the first call compiles)")
 
     if threads:
         torch.set_num_threads(threads)
@@ -89,6 +96,12 @@ def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_
         model = model.to(memory_format=torch.channels_last_3d)
     amp_dtype = torch.float16 if dev.type == "cuda" else torch.bfloat16
     autocast = (lambda: torch.autocast(dev.type, dtype=amp_dtype)) if amp else contextlib.nullcontext
+    runner = model
+    fast_description = ""
+    if fast:
+        from .engine.fast import optimize_for_inference
+
+        runner, fast_description = optimize_for_inference(model, dev)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
@@ -108,7 +121,7 @@ def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_
 
         def step():
             with torch.no_grad(), autocast():
-                return model(img=img, proposals=[boxes], img_metas=metas, return_loss=False)
+                return runner(img=img, proposals=[boxes], img_metas=metas, return_loss=False)
 
         unit, shape = "keyframes/s", f"1x3x{t}x{h}x{w}, {proposals} RoIs"
     elif train_step:
@@ -139,12 +152,13 @@ def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_
 
         def step():
             with torch.no_grad(), autocast():
-                out = model(imgs, return_loss=False)
+                out = runner(imgs, return_loss=False)
             return out.float().cpu()
 
         unit, shape = "videos/s", f"1x{v}x3x{t}x{hh}x{ww}"
 
     times = []
+    first_call_s = None
     total = warmup + iters
     try:
         from tqdm import tqdm
@@ -157,6 +171,8 @@ def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_
         t0 = time.perf_counter()
         step()
         _sync(dev)
+        if i == 0:
+            first_call_s = time.perf_counter() - t0
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     items = (batch_size or int(cfg.data.get("videos_per_gpu", 8))) if train_step else 1
@@ -164,18 +180,20 @@ def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_
     peak = (torch.cuda.max_memory_allocated(dev) / 2**20) if dev.type == "cuda" else _peak_rss_mb()
     return dict(config=config, mode="train-step" if train_step else "test", device=str(dev),
                 device_name=(torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or "cpu"),
-                threads=torch.get_num_threads(), amp=amp, channels_last=channels_last, input=shape,
+                threads=torch.get_num_threads(), amp=amp, channels_last=channels_last, fast=fast,
+                fast_description=fast_description, first_call_s=first_call_s, input=shape,
                 throughput=per_sec, unit=unit, mean_ms=1000 * sum(times) / len(times),
                 peak_memory_mb=peak, peak_memory_kind="cuda max allocated" if dev.type == "cuda" else "peak RSS",
                 iters=len(times), warmup=warmup)
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ["config", "mode", "device", "amp", "ch-last", "input", "throughput", "ms/iter", "peak MB"]
+    head = ["config", "mode", "device", "amp", "ch-last", "fast", "input", "throughput", "ms/iter", "peak MB"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         name = r["config"].rsplit("/", 1)[-1].removesuffix(".py")
-        lines.append(f"| {name} | {r['mode']} | {r['device']} | {r['amp']} | {r['channels_last']} | {r['input']} | "
+        lines.append(f"| {name} | {r['mode']} | {r['device']} | {r['amp']} | {r['channels_last']} | "
+                     f"{r.get('fast', False)} | {r['input']} | "
                      f"{r['throughput']:.3f} {r['unit']} | {r['mean_ms']:.1f} | {r['peak_memory_mb']:.0f} |")
     return "\n".join(lines)
 
@@ -187,6 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
+    p.add_argument("--fast", action="store_true",
+                   help="time the inference fast path (actionkit/engine/fast.py; the first call compiles)")
     p.add_argument("--train-step", action="store_true", help="time forward+backward+SGD step instead of test")
     p.add_argument("--views", type=int, help="override the number of test views (e.g. 2 on CPU)")
     p.add_argument("--clip-len", type=int, help="override the clip length")
@@ -202,7 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     for cfg in a.config:
         rows.append(run_benchmark(cfg, a.device, a.amp, a.channels_last, a.train_step, a.views, a.clip_len,
-                                  a.size, a.batch_size, a.iters, a.warmup, a.proposals, a.cfg_options, a.threads))
+                                  a.size, a.batch_size, a.iters, a.warmup, a.proposals, a.cfg_options, a.threads,
+                                  fast=a.fast))
     print(format_table(rows))
     if a.json:
         from .utils import atomic_save_text

@@ -160,7 +160,11 @@ def test_parser() -> argparse.ArgumentParser:
                    help="average type when averaging test clips")
     p.add_argument("--launcher", choices=["none", "pytorch"], default="none", help="job launcher")
     p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=0)
-    p.add_argument("--amp", action="store_true", help="mixed precision inference")
+    speed = p.add_mutually_exclusive_group()
+    speed.add_argument("--amp", action="store_true", help="mixed precision inference (autocast)")
+    speed.add_argument("--fast", action="store_true",
+                       help="inference fast path: folded BN, bf16 where native, channels_last_3d, torch.compile "
+                            "(also config: inference = dict(fast=True); see actionkit/engine/fast.py)")
     return p
 
 
@@ -207,8 +211,15 @@ def test_main(argv: Sequence[str] | None = None) -> int:
         from .fuse import fuse_conv_bn
 
         model = fuse_conv_bn(model)
-    if torch.cuda.is_available():
-        model = model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}")
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+                          if torch.cuda.is_available() else "cpu")
+    model = model.to(device)
+    from .fast import FastPathOptions, optimize_for_inference, options_from_config
+
+    fast_options = FastPathOptions() if args.fast else options_from_config(cfg, cfg.filename)
+    if fast_options is not None:
+        model, description = optimize_for_inference(model, device, fast_options)
+        logger.info(description)
     if distributed:
         outputs = multi_gpu_test(model, loader, args.tmpdir, args.gpu_collect, amp=args.amp)
     else:
