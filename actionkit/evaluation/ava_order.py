@@ -156,8 +156,17 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
     bounds = np.flatnonzero(np.r_[True, kr_o[1:] != kr_o[:-1], True])
     gstart, gend = bounds[:-1], bounds[1:]
     need = np.zeros(len(gstart), bool)
+    truncate = np.zeros(len(gstart), bool)
     if capacity > 0:
-        need |= (gend - gstart) > capacity
+        # A full heap admits a row only when its score beats the root's, and the root's score never falls. So the
+        # kept rows are all rows scoring above the capacity-th best score t, plus some rows scoring exactly t: which
+        # ones depends on the heap, unless no row beyond the first ``capacity`` scores t (then the kept set is the
+        # top ``capacity`` by score and only tie order can still matter, checked below).
+        over = (gend - gstart) > capacity
+        oi = np.flatnonzero(over)
+        boundary_tied = s_o[gstart[oi] + capacity - 1] == s_o[gstart[oi] + capacity]
+        need[oi[boundary_tied]] = True
+        truncate[oi[~boundary_tied]] = True
     tie = np.zeros(n, bool)
     tie[1:] = (kr_o[1:] == kr_o[:-1]) & (s_o[1:] == s_o[:-1])
     if tie.any():
@@ -176,8 +185,19 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
             amb_pos = t_rows[srt[dup[diff_box]]]
             grp = np.searchsorted(gstart, amb_pos, side="right") - 1
             need[grp] = True
+    truncate &= ~need
+    if truncate.any():  # rows beyond the capacity of keys whose kept set is their top rows: never evaluated
+        ti = np.flatnonzero(truncate)
+        cut = np.zeros(n + 1, np.int64)
+        np.add.at(cut, gstart[ti] + capacity, 1)
+        np.add.at(cut, gend[ti], -1)
+        dropped = np.cumsum(cut[:-1]) > 0
+        if stats is not None:
+            stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + int(dropped.sum())
+    else:
+        dropped = None
     if not need.any():
-        return order
+        return order if dropped is None else order[~dropped]
 
     # the simulated keys: their rows in arrival (file) order, keys by decreasing count
     gsel = np.flatnonzero(need)
@@ -213,4 +233,6 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
             keep[starts_sel[i] + sizes[i]:starts_sel[i] + cnts[i]] = False
     if stats is not None:
         stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + int((~keep).sum())
+    if dropped is not None:
+        keep &= ~dropped
     return out[keep]
