@@ -161,6 +161,11 @@ def test_output_video_frames_size_fps_and_box(synthetic, tmp_path, capsys):
     assert frames[0].shape == (120, 160, 3)
     assert _edge_is_box_color(frames[2], box) and _edge_is_box_color(frames[3], box)   # keyframe 16
     assert not _edge_is_box_color(frames[4], box)                                      # keyframe 24: score 0.5 < 0.9
+    from actionkit.inference.video_writer import LABEL_COLORS
+
+    note = np.array(LABEL_COLORS[0])    # 'keyframe 8: no person found' on its background, top left
+    assert np.abs(frames[0][2, 2].astype(int) - note).max() < 40
+    assert np.abs(frames[2][2, 2].astype(int) - note).max() >= 40
 
 
 @pytest.mark.parametrize("with_detector", [False, pytest.param(True, marks=pytest.mark.slow)])

@@ -531,6 +531,9 @@ def detect_video(video: str | os.PathLike, pipeline: KeyframeClipPipeline, detec
                 del buffer[k]
         if upcoming is None and not pending:
             break
+    close = getattr(frames, "close", None)
+    if callable(close):
+        close()
     if pending or upcoming is not None:
         missing = (pending[0] if pending else upcoming).last
         raise DecodeError(f"{video}: frame {missing} could not be decoded (the video ended early)", str(video),
