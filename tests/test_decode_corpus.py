@@ -263,6 +263,27 @@ def test_opencv_reader_on_corpus(corpus, name):
                 r.get_frames([len(seq)])
 
 
+@pytest.mark.parametrize("max_b_frames,gop", [(1, 10), (1, 25), (3, 10), (3, 25)])
+@pytest.mark.parametrize("threads", [1, 4])
+def test_packed_avi_variants(tmp_path, max_b_frames, gop, threads):
+    """Other B-frame runs and GOP lengths, 60 frames, single- and multi-threaded decoding."""
+    frames = numbered_frames(60)
+    path = tmp_path / "packed.avi"
+    mux_chunks(path, pack_b_frames(encode_mpeg4(frames, max_b_frames=max_b_frames, gop=gop)))
+    seq = sequential(path)
+    assert [frame_number(f) for f in seq] == list(range(60))
+    D.clear_index_cache()
+    for i in range(len(seq)):
+        with D.PyAVReader(path, num_threads=threads) as r:
+            np.testing.assert_array_equal(r.get_frames([i])[0], seq[i], err_msg=f"frame {i}")
+    rng = np.random.default_rng(1)
+    with D.PyAVReader(path, num_threads=threads) as r:
+        assert len(r._index.keyframes) > 1  # seeks are used
+        for _ in range(20):
+            idx = rng.integers(0, len(seq), size=8)
+            np.testing.assert_array_equal(r.get_frames(idx), seq[idx])
+
+
 def test_decode_order_seeks_to_verified_keyframes(corpus, monkeypatch):
     """Decode-order files still seek (to keyframes recognised by their pixels), not decode from the start."""
     D.clear_index_cache()
