@@ -559,8 +559,16 @@ class PyAVReader:
         return frame, i
 
     def _check_successor(self, i: int, target: int) -> None:
-        """The first frame after a seek is only trusted once the next decoded frame is frame ``i + 1``."""
-        nxt = self._pull(target)
+        """The first frame after a seek is only trusted once the next decoded frame is frame ``i + 1``.
+
+        A next frame that fails to decode (a damaged tail) leaves frame ``i`` as it is: that failure is
+        reported to the read that asks for it.
+        """
+        try:
+            nxt = self._pull(target)
+        except DecodeError as e:
+            logger.debug("%s: frame %d could not be checked against its successor: %s", self.path, i, e)
+            return
         if nxt is None:
             if i != self.num_frames - 1:
                 raise _StreamMismatch(f"the stream ended after frame {i}")
