@@ -8,11 +8,13 @@ distinct index once, in ascending order, as ``(positions, frame, is_bgr)`` (a :d
 frame in the decoder's own channel order (OpenCV's BGR is not converted), so that a consumer can transform a
 frame while it is still in cache (``pipeline.FramewiseClip``); ``get_frames`` is built on it.
 
-:class:`PyAVReader` is frame-accurate: it builds an index of the video packets (display order = sorted
-presentation timestamps, keyframe flags), seeks only when the keyframe at or before the next wanted frame
-lies *ahead* of the current decoding position (or when it has to go back), and otherwise decodes forward,
-so sorted indices are read in one pass.  The same index always gives the same pixels as decoding the
-whole video sequentially.
+:class:`PyAVReader` is frame-accurate: frame ``i`` is the ``i``-th frame of a sequential decode.  It builds
+an index of the video packets (display order = sorted presentation timestamps, keyframe flags; or, for AVI
+and MPEG-4 Part 2 streams, whose timestamps cannot be trusted, the decode order counted by one sequential
+decode), checks it against the decoded frames (falling back to decode order, or to decoding from the
+start, when they disagree), seeks only when the keyframe at or before the next wanted frame lies *ahead*
+of the current decoding position (or when it has to go back), and otherwise decodes forward, so sorted
+indices are read in one pass.
 
 Pipeline ops (registered with MMAction2 names in ``PIPELINES``): ``RawFrameDecode``, ``DecordInit`` /
 ``DecordDecode``, ``PyAVInit`` / ``PyAVDecode``, ``OpenCVInit`` / ``OpenCVDecode``, ``VideoInit`` /
