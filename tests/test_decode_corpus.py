@@ -192,7 +192,8 @@ def sequential(path: Path) -> np.ndarray:
         return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
 
 
-EXPECTED_NUMBERS = {"avi_nvop": list(range(30)), "mkv_nvop": list(range(30)), "webm_vp9": list(range(24))}  # an N-VOP shows no frame
+# an N-VOP chunk shows no frame: 31 chunks, 30 frames
+EXPECTED_NUMBERS = {"avi_nvop": list(range(30)), "mkv_nvop": list(range(30)), "webm_vp9": list(range(24))}
 
 
 def test_corpus_is_what_it_claims(corpus):
@@ -419,7 +420,8 @@ def test_empty_jpeg_is_a_counted_skip_in_training(tmp_path, caplog):
                 dict(type="RawFrameDecode"), dict(type="Resize", scale=(-1, 32)),
                 dict(type="Normalize", mean=[128.0] * 3, std=[64.0] * 3, to_bgr=False),
                 dict(type="FormatShape", input_format="NCTHW"),
-                dict(type="Collect", keys=["imgs", "label"], meta_keys=[]), dict(type="ToTensor", keys=["imgs", "label"])]
+                dict(type="Collect", keys=["imgs", "label"], meta_keys=[]),
+                dict(type="ToTensor", keys=["imgs", "label"])]
     ds = RawframeDataset(str(ann), pipeline, str(tmp_path), max_skips=1)
     from actionkit.data.pipeline import FramewiseClip
 
