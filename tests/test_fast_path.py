@@ -71,14 +71,16 @@ def ava_cfg(tmp_path_factory):
     root = tmp_path_factory.mktemp("fast_ava")
     info = make_ava(root, seed=5, num_train=1, num_val=4, num_keyframes=8, margin_s=1, actors=(3, 4),
                     write_videos=False)
-    s = info["splits"]["val"]
-    opts = {"data.test.ann_file": str(root / s["ann_file"]), "data.test.exclude_file": str(root / s["exclude_file"]),
-            "data.test.proposal_file": str(root / s["proposal_file_npz"]),
-            "data.test.label_file": str(root / info["label_file"]),
-            "data.test.data_prefix": str(root / info["rawframes_dir"]), "data.workers_per_gpu": 0,
-            "data.test_dataloader.videos_per_gpu": 4}
-    for k in ("fps", "timestamp_start", "timestamp_end"):
-        opts[f"data.test.{k}"] = info["dataset_args"][k]
+    opts: dict = {"data.workers_per_gpu": 0, "data.test_dataloader.videos_per_gpu": 4, "data.videos_per_gpu": 4}
+    for key, split in (("train", "train"), ("test", "val")):
+        s = info["splits"][split]
+        opts.update({f"data.{key}.ann_file": str(root / s["ann_file"]),
+                     f"data.{key}.exclude_file": str(root / s["exclude_file"]),
+                     f"data.{key}.proposal_file": str(root / s["proposal_file_npz"]),
+                     f"data.{key}.label_file": str(root / info["label_file"]),
+                     f"data.{key}.data_prefix": str(root / info["rawframes_dir"])})
+        for k in ("fps", "timestamp_start", "timestamp_end"):
+            opts[f"data.{key}.{k}"] = info["dataset_args"][k]
     return load_config(DETECTION_CFG, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in opts.items()])
 
 
@@ -237,3 +239,29 @@ def test_compiled_fast_path_detection(ava_cfg):
     fast_out = single_gpu_test(fast, loader, show_progress=False)
     maps = [dataset.evaluate(r, metrics=["mAP"])["mAP@0.5IOU"] for r in (eager, fast_out)]
     assert abs(maps[0] - maps[1]) <= 0.005, maps
+
+
+# ------------------------------------------------------------------------------------------------ training
+def test_train_amp_channels_last_tracks_float32(ava_cfg, tmp_path):
+    """``tools/train.py --amp --channels-last`` (the CPU training speed-up: benchmarks/train_speed.py) trains the
+    demo detector with channels_last_3d weights and its losses track the float32 run's."""
+    import json
+
+    from actionkit.engine.checkpoint import safe_load
+    from actionkit.engine.entry import train_main
+
+    cfg_path = tmp_path / "cfg.py"
+    cfg_path.write_text(config_to_python(ava_cfg))
+    opts = ["total_epochs=2", "log_config.interval=1", "checkpoint_config.interval=2",
+            "optimizer.lr=0.01"]      # the demo's 0.1 comes with a warm-up of many iterations
+    losses = {}
+    for name, flags in (("fp32", []), ("fast", ["--amp", "--channels-last"])):
+        wd = tmp_path / name
+        assert train_main([str(cfg_path), "--work-dir", str(wd), "--seed", "0", "--deterministic", *flags,
+                           "--cfg-options", *opts]) == 0
+        log = next(wd.glob("*.log.json")).read_text().splitlines()
+        losses[name] = np.array([json.loads(line)["loss"] for line in log if '"mode": "train"' in line])
+        weight = safe_load(wd / "epoch_2.pth")["state_dict"]["backbone.conv1.conv.weight"]
+        assert weight.is_contiguous(memory_format=torch.channels_last_3d) == (name == "fast")
+    assert len(losses["fp32"]) == len(losses["fast"]) >= 4
+    np.testing.assert_allclose(losses["fast"], losses["fp32"], rtol=0.02, atol=0.02)

@@ -69,6 +69,8 @@ def train_parser() -> argparse.ArgumentParser:
     p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=0)
     p.add_argument("--auto-scale-lr", action="store_true", help="scale lr by total batch / base batch")
     p.add_argument("--amp", action="store_true", help="mixed precision (bf16 on CPU, fp16 on CUDA)")
+    p.add_argument("--channels-last", action="store_true",
+                   help="channels_last_3d weights (config: channels_last=True); on CPU use it with --amp")
     return p
 
 
@@ -83,6 +85,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         cfg.work_dir = str(Path("./work_dirs") / Path(args.config).stem)
     if args.resume_from is not None:
         cfg.resume_from = args.resume_from
+    if args.channels_last:
+        cfg.channels_last = True
     distributed = _use_distributed(args.launcher)
     if distributed:
         init_dist(backend=(cfg.get("dist_params") or {}).get("backend") if torch.cuda.is_available() else "gloo")
@@ -102,6 +106,12 @@ def train_main(argv: Sequence[str] | None = None) -> int:
         from .optim import auto_scale_lr
 
         auto_scale_lr(cfg, world, logger)
+    if (args.amp or cfg.get("fp16")) and not torch.cuda.is_available():
+        from .fast import native_bf16
+
+        native, why = native_bf16(torch.device("cpu"))
+        if not native:
+            logger.warning("--amp on this CPU (%s): bfloat16 is emulated there and slower than float32", why)
     if cfg.get("cudnn_benchmark", False):
         torch.backends.cudnn.benchmark = True
 

@@ -448,6 +448,8 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % max(torch.cuda.device_count(), 1)}"
                           if torch.cuda.is_available() else "cpu")
     model = model.to(device)
+    if cfg.get("channels_last"):  # ``--channels-last``: with --amp (bf16) on CPU (benchmarks/train_speed.py)
+        model = model.to(memory_format=torch.channels_last_3d)
     loader, batch_sampler = build_train_loader(dataset, cfg, seed)
     iters_per_epoch = batch_sampler.num_batches
     if iters_per_epoch == 0:
