@@ -11,6 +11,14 @@ import torch
 # (measured 20-50x slower training steps); set ACTIONKIT_TEST_THREADS to use more.
 torch.set_num_threads(int(os.environ.get("ACTIONKIT_TEST_THREADS", "1")))
 
+# ACTIONKIT_TEST_DEVICE=cuda (benchmarks/gpu_check.sh): golden fixtures load onto that device and new tensors and
+# modules are created there, so the golden-equivalence tests run on it (TF32 off: the float32 tolerances hold).
+TEST_DEVICE = torch.device(os.environ.get("ACTIONKIT_TEST_DEVICE", "cpu"))
+if TEST_DEVICE.type != "cpu":
+    torch.set_default_device(TEST_DEVICE)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ACTIONKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 GOLDEN = SHARED_DATA / "golden"
@@ -23,7 +31,7 @@ def load_golden(name: str) -> dict:
     path = GOLDEN / f"{name}.pt"
     if not path.is_file():
         pytest.skip(f"golden fixture {path} not available (shared data is not beside this checkout)")
-    return torch.load(path, weights_only=True, map_location="cpu")
+    return torch.load(path, weights_only=True, map_location=TEST_DEVICE)
 
 
 def require_shared(path: Path) -> Path:
