@@ -41,7 +41,8 @@ _PLUGIN_MODULES: dict[str, list[str]] = {
         "actionkit.models.roi",
         "actionkit.models.bbox_head",
         "actionkit.models.acrn",
-        "actionkit.models.lfb",
+        "actionkit.models.fbo_head",
+        "actionkit.models.lfb_infer_head",
         "actionkit.models.detector",
     ],
     "datasets": [

@@ -1,4 +1,4 @@
-"""Small shared helpers: atomic file writes, work-directory locks and stale temporary files."""
+"""Small shared helpers: atomic file writes, work-directory locks, stale temporary files, distributed rank."""
 from __future__ import annotations
 
 import contextlib
@@ -85,13 +85,35 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         raise
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file or a directory (its entries) to disk; best effort (some file systems refuse)."""
     with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY)
         try:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+_fsync_dir = fsync_path
+
+
+# ---- torch.distributed state, for the layers below the engine (torch is imported only when asked)
+def get_dist_info() -> tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` when torch.distributed is not initialised."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def barrier() -> None:
+    """Wait for every rank (nothing to do in a single process)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def atomic_save_bytes(path: str | os.PathLike, data: bytes) -> None:

@@ -66,7 +66,7 @@ def feature_chunks(n: int, c: int, seed: int, rows: int = 8192):
 def build_pickle(bank_dir: Path, out: Path) -> None:
     import torch
 
-    from actionkit.models.lfb import FeatureBank
+    from actionkit.data.feature_bank import FeatureBank
     fb = FeatureBank.open(bank_dir)
     p = fb.parts[0]
     feats = np.asarray(p.features)
@@ -90,7 +90,7 @@ def warm(path: Path) -> None:
 def reader(kind: str, path: str, barrier, queue) -> None:
     import torch
 
-    from actionkit.models.lfb import FeatureBank
+    from actionkit.data.feature_bank import FeatureBank
     torch.set_num_threads(1)
     base = smaps()
     barrier.wait()
@@ -171,7 +171,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from actionkit.models.lfb import FeatureBank, write_feature_bank_arrays
+    from actionkit.data.feature_bank import FeatureBank
+    from actionkit.data.feature_bank_writer import write_feature_bank_arrays
     torch.set_num_threads(1)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="lfb_bench_"))
     work.mkdir(parents=True, exist_ok=True)

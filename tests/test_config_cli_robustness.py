@@ -18,7 +18,9 @@ from actionkit.cli import error_message, main as cli_main, run_command
 from actionkit.config import load_config
 from actionkit.engine.checkpoint import CheckpointError
 from actionkit.engine.entry import build_model
-from actionkit.models import lfb as L
+from actionkit.cli import convert_lfb as CL
+from actionkit.data import feature_bank as FB
+from actionkit.data import feature_bank_writer as FBW
 from actionkit.registry import ConfigError, Registry
 
 from conftest import REPO
@@ -174,31 +176,31 @@ def _bank(value=None) -> dict:
 def test_convert_refuses_non_finite_features(tmp_path, value):
     pkl = tmp_path / "lfb_train.pkl"
     torch.save(_bank(value), pkl)
-    with pytest.raises(L.FeatureBankError, match=r"lfb_train\.pkl: video 'vid_b' second 2 feature \[0\]: NaN or Inf"):
-        L.convert_lfb(pkl, tmp_path / "lfb_train")
+    with pytest.raises(FB.FeatureBankError, match=r"lfb_train\.pkl: video 'vid_b' second 2 feature \[0\]: NaN or Inf"):
+        FBW.convert_lfb(pkl, tmp_path / "lfb_train")
     assert not (tmp_path / "lfb_train").exists()
 
 
 def test_convert_refuses_float16_overflow(tmp_path):
     pkl = tmp_path / "lfb_val.pkl"
     torch.save(_bank(1e6), pkl)
-    with pytest.raises(L.FeatureBankError, match=r"lfb_val\.pkl: video 'vid_b' second 2 .*float16 range"):
-        L.convert_lfb(pkl, tmp_path / "lfb_val", dtype="float16")
-    L.convert_lfb(pkl, tmp_path / "lfb_val", dtype="float32")  # fits float32
-    assert L.FeatureBank.open(tmp_path / "lfb_val").features_at("vid_b", 2)[0, 1] == 1e6
+    with pytest.raises(FB.FeatureBankError, match=r"lfb_val\.pkl: video 'vid_b' second 2 .*float16 range"):
+        FBW.convert_lfb(pkl, tmp_path / "lfb_val", dtype="float16")
+    FBW.convert_lfb(pkl, tmp_path / "lfb_val", dtype="float32")  # fits float32
+    assert FB.FeatureBank.open(tmp_path / "lfb_val").features_at("vid_b", 2)[0, 1] == 1e6
 
 
 def test_write_from_arrays_refuses_non_finite(tmp_path):
     feats = np.ones((3, 4), np.float32)
     feats[2, 3] = np.nan
-    with pytest.raises(L.FeatureBankError, match=r"row 2 \(video 'v1' second 7\)"):
-        L.write_feature_bank_arrays(tmp_path / "b", feats, ["v0", "v1"], np.array([0, 1, 2]),
+    with pytest.raises(FB.FeatureBankError, match=r"row 2 \(video 'v1' second 7\)"):
+        FBW.write_feature_bank_arrays(tmp_path / "b", feats, ["v0", "v1"], np.array([0, 1, 2]),
                                     np.array([5, 7]), np.array([0, 2, 3]), dtype="float32")
     assert not (tmp_path / "b").exists()
 
 
 def test_open_scans_banks_without_the_finite_flag(tmp_path):
-    bank = L.write_feature_bank(tmp_path / "lfb_train", _bank())
+    bank = FBW.write_feature_bank(tmp_path / "lfb_train", _bank())
     meta = json.loads((bank / "meta.json").read_text())
     assert meta["all_finite"] is True
     feats = np.load(bank / "features.npy", mmap_mode="r+")
@@ -207,21 +209,21 @@ def test_open_scans_banks_without_the_finite_flag(tmp_path):
     del feats
     del meta["all_finite"]                               # a bank written without the check
     (bank / "meta.json").write_text(json.dumps(meta))
-    with pytest.raises(L.FeatureBankError, match=r"features\.npy: feature row 2 \(video 'vid_b' second 1\)"):
-        L.FeatureBank.open(bank)
+    with pytest.raises(FB.FeatureBankError, match=r"features\.npy: feature row 2 \(video 'vid_b' second 1\)"):
+        FB.FeatureBank.open(bank)
 
 
 def test_open_scan_finds_the_first_bad_row_across_chunks(tmp_path):
     n, c = 5000, 8
     feats = np.ones((n, c), np.float16)
-    bank = L.write_feature_bank_arrays(tmp_path / "b", feats, ["v"], np.array([0, n]), np.arange(n),
+    bank = FBW.write_feature_bank_arrays(tmp_path / "b", feats, ["v"], np.array([0, n]), np.arange(n),
                                        np.arange(n + 1))
-    part = L._BankPart(bank)
+    part = FB._BankPart(bank)
     mm = np.load(bank / "features.npy", mmap_mode="r+")
     mm[4321, 5] = np.inf
     mm.flush()
     del mm
-    with pytest.raises(L.FeatureBankError, match=r"row 4321 \(video 'v' second 4321\)"):
+    with pytest.raises(FB.FeatureBankError, match=r"row 4321 \(video 'v' second 4321\)"):
         part._check_finite(chunk_bytes=1000)
 
 
@@ -231,13 +233,13 @@ def test_convert_refuses_multi_dimensional_features(tmp_path, shape):
     bank = _bank()
     bank["vid_b"][2] = [torch.ones(shape)]
     torch.save(bank, pkl)
-    with pytest.raises(L.FeatureBankError, match=r"lfb_train\.pkl: video 'vid_b' second 2\[0\]: feature of shape"):
-        L.convert_lfb(pkl, tmp_path / "out")
+    with pytest.raises(FB.FeatureBankError, match=r"lfb_train\.pkl: video 'vid_b' second 2\[0\]: feature of shape"):
+        FBW.convert_lfb(pkl, tmp_path / "out")
 
 
 def test_vector_shaped_features_are_accepted(tmp_path):
     bank = {"v": {1: [torch.ones(4, 1, 1, 1), torch.zeros(1, 4)], 2: np.ones((3, 4), np.float32)}}
-    fb = L.FeatureBank.open(L.write_feature_bank(tmp_path / "b", bank))
+    fb = FB.FeatureBank.open(FBW.write_feature_bank(tmp_path / "b", bank))
     assert fb.channels == 4 and fb.features_at("v", 1).shape == (2, 4) and fb.features_at("v", 2).shape == (3, 4)
 
 
@@ -248,33 +250,33 @@ def test_overwrite_replaces_only_a_bank(tmp_path, capsys):
     precious.mkdir()
     (precious / "keep.txt").write_text("data")
     with pytest.raises(FileExistsError, match="results: exists and is not a feature bank"):
-        L.convert_lfb(pkl, precious, overwrite=True)
+        FBW.convert_lfb(pkl, precious, overwrite=True)
     assert (precious / "keep.txt").read_text() == "data"
     with pytest.raises(SystemExit) as info:
-        L.convert_lfb_main([str(pkl), "--out", str(precious), "--overwrite"])
+        CL.main([str(pkl), "--out", str(precious), "--overwrite"])
     assert info.value.code == 2 and "is not a feature bank" in capsys.readouterr().err
     assert (precious / "keep.txt").read_text() == "data"
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     with pytest.raises(FileExistsError, match="a_file: exists and is not a feature bank"):
-        L.convert_lfb(pkl, a_file, overwrite=True)
+        FBW.convert_lfb(pkl, a_file, overwrite=True)
     assert a_file.read_text() == "x"
     # an existing bank and an empty directory are replaced
-    assert L.convert_lfb_main([str(pkl), "--out", str(tmp_path / "bank")]) == 0
-    assert L.convert_lfb_main([str(pkl), "--out", str(tmp_path / "bank"), "--overwrite"]) == 0
+    assert CL.main([str(pkl), "--out", str(tmp_path / "bank")]) == 0
+    assert CL.main([str(pkl), "--out", str(tmp_path / "bank"), "--overwrite"]) == 0
     (tmp_path / "empty").mkdir()
-    assert L.convert_lfb_main([str(pkl), "--out", str(tmp_path / "empty"), "--overwrite"]) == 0
-    assert len(L.FeatureBank.open(tmp_path / "empty")) == len(L.FeatureBank.open(tmp_path / "bank")) == 2
+    assert CL.main([str(pkl), "--out", str(tmp_path / "empty"), "--overwrite"]) == 0
+    assert len(FB.FeatureBank.open(tmp_path / "empty")) == len(FB.FeatureBank.open(tmp_path / "bank")) == 2
     # a damaged bank (unreadable meta.json, a leftover temporary file) holds only bank files: replaced
     damaged = tmp_path / "bank"
     (damaged / "meta.json").write_text("{trunc")
     (damaged / ".seconds.npy.tmp-123").write_bytes(b"")
-    assert L.is_replaceable_bank_dir(damaged)
-    L.convert_lfb(pkl, damaged, overwrite=True)
-    assert len(L.FeatureBank.open(damaged)) == 2
+    assert FBW.is_replaceable_bank_dir(damaged)
+    FBW.convert_lfb(pkl, damaged, overwrite=True)
+    assert len(FB.FeatureBank.open(damaged)) == 2
     (damaged / "notes.txt").write_text("mine")          # anything else beside a valid bank: refused
     with pytest.raises(FileExistsError, match="bank: exists and is not a feature bank"):
-        L.convert_lfb(pkl, damaged, overwrite=True)
+        FBW.convert_lfb(pkl, damaged, overwrite=True)
     assert (damaged / "notes.txt").read_text() == "mine"
 
 

@@ -102,7 +102,8 @@ def _no_pretrained(cfg) -> dict:
 
 def _lfb_options(cfg, tmp_path: Path) -> dict:
     """Point FBO / infer heads at a tiny bank in tmp_path (full channel count)."""
-    from actionkit.models import lfb
+    from actionkit.data.feature_bank import lfb_bank_dir
+    from actionkit.data.feature_bank_writer import write_feature_bank
 
     shared = cfg.model.roi_head.shared_head
     if shared["type"] == "LFBInferHead":
@@ -110,7 +111,7 @@ def _lfb_options(cfg, tmp_path: Path) -> dict:
     channels = shared["lfb_cfg"]["lfb_channels"]
     bank = {"vid": {902: [torch.randn(channels).half() for _ in range(2)], 903: [torch.randn(channels).half()]}}
     for mode in shared["lfb_cfg"]["dataset_modes"]:
-        lfb.write_feature_bank(lfb.lfb_bank_dir(tmp_path, mode), bank)
+        write_feature_bank(lfb_bank_dir(tmp_path, mode), bank)
     return {"model.roi_head.shared_head.lfb_cfg.lfb_prefix_path": str(tmp_path),
             "model.roi_head.shared_head.lfb_cfg.device": "cpu"}
 

@@ -10,7 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from actionkit.models import lfb as L
+from actionkit.cli import convert_lfb as CL
+from actionkit.data import feature_bank as FB
+from actionkit.data import feature_bank_writer as FBW
+from actionkit.models import fbo_head as FBO
+from actionkit.models import lfb_infer_head as LIH
 from actionkit.registry import MODELS
 
 WINDOW, K = 60, 5
@@ -69,18 +73,18 @@ def small_bank(tmp_path):
     bank = _random_bank()
     pkl = tmp_path / "lfb_train.pkl"
     torch.save(bank, pkl)
-    out = L.convert_lfb([pkl], tmp_path / "lfb_train")
+    out = FBW.convert_lfb([pkl], tmp_path / "lfb_train")
     return bank, out
 
 
 # ------------------------------------------------------------------------------------------------ format
 def test_convert_roundtrip_and_files(small_bank):
     bank, out = small_bank
-    assert sorted(p.name for p in out.iterdir()) == sorted(L._FILES)
+    assert sorted(p.name for p in out.iterdir()) == sorted(FB._FILES)
     meta = json.loads((out / "meta.json").read_text())
     n = sum(len(x) for per in bank.values() for x in per.values())
     assert meta["num_features"] == n and meta["channels"] == 8 and meta["dtype"] == "float16"
-    fb = L.FeatureBank.open(out)
+    fb = FB.FeatureBank.open(out)
     assert isinstance(fb.parts[0].features, np.memmap)
     assert fb.video_ids == sorted(bank) and len(fb) == 3 and "vid_a" in fb
     back = fb.to_dict()
@@ -96,7 +100,7 @@ def test_convert_roundtrip_and_files(small_bank):
 
 def test_sampling_matches_spec_rule(small_bank):
     bank, out = small_bank
-    fb = L.FeatureBank.open(out, lfb_channels=8)
+    fb = FB.FeatureBank.open(out, lfb_channels=8)
     keys = [("vid_a", 902), ("vid_b", 950), ("vid_a", 902), ("v,c", 1010), ("vid_b", 860)]
     got = fb.sample_batch(keys, rng=np.random.default_rng(123))
     assert got.shape == (5, 300, 8) and got.dtype == np.float32
@@ -121,8 +125,8 @@ def test_sampling_is_uniform_without_replacement(tmp_path):
     g = torch.Generator().manual_seed(1)
     feats = [torch.full((4,), float(j + 1)) for j in range(8)]
     bank = {"v": {100: feats, 101: [torch.randn(4, generator=g)]}}
-    out = L.write_feature_bank(tmp_path / "b", bank)
-    fb = L.FeatureBank.open(out)
+    out = FBW.write_feature_bank(tmp_path / "b", bank)
+    fb = FB.FeatureBank.open(out)
     rng = np.random.default_rng(0)
     lt = fb.sample_batch([("v", 100)] * 2000, rng=rng)
     sec_slots = lt[:, 30 * K:31 * K, 0]                  # second 100 is window index 30
@@ -137,35 +141,35 @@ def test_sampling_is_uniform_without_replacement(tmp_path):
 
 def test_deterministic_mode(small_bank):
     _, out = small_bank
-    fb = L.FeatureBank.open(out, deterministic=True)
+    fb = FB.FeatureBank.open(out, deterministic=True)
     keys = [("vid_a", 902), ("vid_a", 902), ("vid_b", 950)]
     a = fb.sample_batch(keys, [0, 1, 0])
-    b = L.FeatureBank.open(out).sample_batch(keys, [0, 1, 0], deterministic=True)
+    b = FB.FeatureBank.open(out).sample_batch(keys, [0, 1, 0], deterministic=True)
     np.testing.assert_array_equal(a, b)                    # reproducible across opens
     np.testing.assert_array_equal(a[0], fb.sample("vid_a", 902, 0))
     assert not np.array_equal(a[0], a[1])                  # roi index enters the seed
     r1 = fb.sample_batch(keys, deterministic=False)
     r2 = fb.sample_batch(keys, deterministic=False)
     assert not np.array_equal(r1, r2)                      # random is random
-    assert L.stable_seed("vid_a", 902, 0) == L.stable_seed("vid_a", 902, 0) != L.stable_seed("vid_a", 903, 0)
+    assert FB.stable_seed("vid_a", 902, 0) == FB.stable_seed("vid_a", 902, 0) != FB.stable_seed("vid_a", 903, 0)
 
 
 def test_multiple_modes_merge_per_video(tmp_path):
     a = {"x": {10: [torch.ones(4)]}, "y": {10: [torch.ones(4)]}}
     b = {"y": {20: [torch.full((4,), 2.0)]}}
-    L.write_feature_bank(tmp_path / "lfb_train", a)
-    L.write_feature_bank(tmp_path / "lfb_val", b)
-    fb = L.open_lfb(tmp_path, lfb_channels=4, dataset_modes=("train", "val"), device="cpu")
+    FBW.write_feature_bank(tmp_path / "lfb_train", a)
+    FBW.write_feature_bank(tmp_path / "lfb_val", b)
+    fb = FB.open_lfb(tmp_path, lfb_channels=4, dataset_modes=("train", "val"), device="cpu")
     assert fb.video_ids == ["x", "y"]
     assert fb.seconds("y").tolist() == [20]                # dict.update: the later mode's video wins
-    fb1 = L.open_lfb(tmp_path, lfb_channels=4, dataset_modes="train")
+    fb1 = FB.open_lfb(tmp_path, lfb_channels=4, dataset_modes="train")
     assert fb1.seconds("y").tolist() == [10]
 
 
 # ------------------------------------------------------------------------------------------------ validation
 def _expect_error(path, match, **kw):
-    with pytest.raises(L.FeatureBankError, match=match):
-        L.FeatureBank.open(path, **kw)
+    with pytest.raises(FB.FeatureBankError, match=match):
+        FB.FeatureBank.open(path, **kw)
 
 
 def test_validation_refuses_bad_banks(small_bank, tmp_path):
@@ -227,17 +231,17 @@ def test_interrupted_write_leaves_no_bank(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(L, "_write_index", boom)
+    monkeypatch.setattr(FBW, "_write_index", boom)
     with pytest.raises(KeyboardInterrupt):
-        L.write_feature_bank(target, bank)
+        FBW.write_feature_bank(target, bank)
     assert not target.exists() and list(tmp_path.iterdir()) == []
     monkeypatch.undo()
-    L.write_feature_bank(target, bank)
-    before = L.FeatureBank.open(target).to_dict()
-    monkeypatch.setattr(L, "_write_index", boom)
+    FBW.write_feature_bank(target, bank)
+    before = FB.FeatureBank.open(target).to_dict()
+    monkeypatch.setattr(FBW, "_write_index", boom)
     with pytest.raises(KeyboardInterrupt):
-        L.write_feature_bank(target, _random_bank(seed=5, channels=4))
-    after = L.FeatureBank.open(target).to_dict()           # the old bank is untouched
+        FBW.write_feature_bank(target, _random_bank(seed=5, channels=4))
+    after = FB.FeatureBank.open(target).to_dict()           # the old bank is untouched
     assert all(torch.equal(x, y) for v in before for s in before[v] for x, y in zip(before[v][s], after[v][s]))
     assert [p.name for p in tmp_path.iterdir()] == ["lfb_train"]
     # a half-written directory (no meta.json) is never accepted
@@ -246,16 +250,16 @@ def test_interrupted_write_leaves_no_bank(tmp_path, monkeypatch):
     np.save(half / "features.npy", np.zeros((2, 4), np.float16))
     _expect_error(half, "meta.json: missing")
     with pytest.raises(FileExistsError):
-        L.write_feature_bank(target, bank, overwrite=False)
+        FBW.write_feature_bank(target, bank, overwrite=False)
 
 
 def test_open_is_fast_and_lazy(tmp_path):
     n, c = 20000, 256
     feats = np.random.default_rng(0).standard_normal((n, c)).astype(np.float16)
     per = {"vid": {1000 + i // 10: feats[i - i % 10:i - i % 10 + 10] for i in range(0, n, 10)}}
-    L.write_feature_bank(tmp_path / "b", per)
+    FBW.write_feature_bank(tmp_path / "b", per)
     t0 = time.perf_counter()
-    fb = L.FeatureBank.open(tmp_path / "b")
+    fb = FB.FeatureBank.open(tmp_path / "b")
     assert time.perf_counter() - t0 < 0.5
     assert fb.num_features == n and fb.num_seconds == n // 10
     np.testing.assert_array_equal(fb.features_at("vid", 1005), feats[50:60])
@@ -265,22 +269,22 @@ def test_write_from_arrays_and_pickling(small_bank, tmp_path):
     import copy
     import pickle
     _, out = small_bank
-    fb = L.FeatureBank.open(out)
+    fb = FB.FeatureBank.open(out)
     p = fb.parts[0]
     chunks = (p.features[i:i + 7] for i in range(0, p.num_features, 7))
-    out2 = L.write_feature_bank_arrays(tmp_path / "copy", chunks, p.video_ids, p.video_offsets, p.seconds,
+    out2 = FBW.write_feature_bank_arrays(tmp_path / "copy", chunks, p.video_ids, p.video_offsets, p.seconds,
                                        p.second_offsets, channels=8, dtype="float32")
-    fb2 = L.FeatureBank.open(out2)
+    fb2 = FB.FeatureBank.open(out2)
     assert fb2.dtype == np.float32
     np.testing.assert_array_equal(fb2.parts[0].features, p.features.astype(np.float32))
     bad_secs = p.seconds.copy()
     bad_secs[:2] = bad_secs[1::-1]
-    with pytest.raises(L.FeatureBankError, match="seconds must be strictly increasing"):
-        L.write_feature_bank_arrays(tmp_path / "bad", np.asarray(p.features), p.video_ids, p.video_offsets,
+    with pytest.raises(FB.FeatureBankError, match="seconds must be strictly increasing"):
+        FBW.write_feature_bank_arrays(tmp_path / "bad", np.asarray(p.features), p.video_ids, p.video_offsets,
                                     bad_secs, p.second_offsets)
     assert not (tmp_path / "bad").exists()
-    with pytest.raises(L.FeatureBankError, match="rows"):
-        L.write_feature_bank_arrays(tmp_path / "bad", np.asarray(p.features)[:-1], p.video_ids,
+    with pytest.raises(FB.FeatureBankError, match="rows"):
+        FBW.write_feature_bank_arrays(tmp_path / "bad", np.asarray(p.features)[:-1], p.video_ids,
                                     p.video_offsets, p.seconds, p.second_offsets)
     # pickling / deepcopy re-opens the memory map (no copy of the features travels)
     blob = pickle.dumps(fb)
@@ -297,20 +301,20 @@ def test_convert_cli(tmp_path, capsys):
     bank = _random_bank(channels=4, dtype=torch.float32)
     pkl = tmp_path / "lfb_val.pkl"
     torch.save(bank, pkl)
-    assert L.convert_lfb_main([str(pkl)]) == 0              # default out: lfb_val/
+    assert CL.main([str(pkl)]) == 0              # default out: lfb_val/
     assert "wrote" in capsys.readouterr().out
-    fb = L.FeatureBank.open(tmp_path / "lfb_val")
+    fb = FB.FeatureBank.open(tmp_path / "lfb_val")
     assert fb.dtype == np.float32 and fb.channels == 4
     with pytest.raises(SystemExit):
-        L.convert_lfb_main([str(pkl), "--out", str(tmp_path / "lfb_val")])   # exists, no --overwrite
-    assert L.convert_lfb_main([str(pkl), "--out", str(tmp_path / "lfb_val"), "--overwrite",
+        CL.main([str(pkl), "--out", str(tmp_path / "lfb_val")])   # exists, no --overwrite
+    assert CL.main([str(pkl), "--out", str(tmp_path / "lfb_val"), "--overwrite",
                                "--dtype", "float16"]) == 0
-    assert L.FeatureBank.open(tmp_path / "lfb_val").dtype == np.float16
+    assert FB.FeatureBank.open(tmp_path / "lfb_val").dtype == np.float16
     # two inputs merged into one bank
     pkl2 = tmp_path / "other.pkl"
     torch.save({"zzz": {5: [torch.ones(4)]}}, pkl2)
-    assert L.convert_lfb_main([str(pkl), str(pkl2), "--out", str(tmp_path / "both")]) == 0
-    assert "zzz" in L.FeatureBank.open(tmp_path / "both") and "vid_a" in L.FeatureBank.open(tmp_path / "both")
+    assert CL.main([str(pkl), str(pkl2), "--out", str(tmp_path / "both")]) == 0
+    assert "zzz" in FB.FeatureBank.open(tmp_path / "both") and "vid_a" in FB.FeatureBank.open(tmp_path / "both")
 
 
 class _Evil:
@@ -321,16 +325,16 @@ class _Evil:
 def test_convert_refuses_unsafe_and_malformed(tmp_path):
     pkl = tmp_path / "evil.pkl"
     torch.save({"v": {1: [_Evil()]}}, pkl)
-    with pytest.raises(L.FeatureBankError, match="evil.pkl: cannot be read.*weights_only"):
-        L.convert_lfb(pkl, tmp_path / "out")
+    with pytest.raises(FB.FeatureBankError, match="evil.pkl: cannot be read.*weights_only"):
+        FBW.convert_lfb(pkl, tmp_path / "out")
     bad = tmp_path / "bad.pkl"
     torch.save({"v": {1: [torch.ones(4)], 2: [torch.ones(5)]}}, bad)
-    with pytest.raises(L.FeatureBankError, match="bad.pkl: video 'v' second 2.*expected 4 channels"):
-        L.convert_lfb(bad, tmp_path / "out")
+    with pytest.raises(FB.FeatureBankError, match="bad.pkl: video 'v' second 2.*expected 4 channels"):
+        FBW.convert_lfb(bad, tmp_path / "out")
     bad2 = tmp_path / "bad2.pkl"
     torch.save({"v": {"x1": [torch.ones(4)]}}, bad2)
-    with pytest.raises(L.FeatureBankError, match="bad2.pkl: video 'v': second 'x1' is not an integer"):
-        L.convert_lfb(bad2, tmp_path / "out")
+    with pytest.raises(FB.FeatureBankError, match="bad2.pkl: video 'v': second 'x1' is not an integer"):
+        FBW.convert_lfb(bad2, tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -351,7 +355,7 @@ def test_fbo_golden(golden, name, cls):
 
 
 def test_fbo_nonlocal_full_size_keys():
-    m = L.FBONonLocal(2048, 2048, 512, 1, 300)
+    m = FBO.FBONonLocal(2048, 2048, 512, 1, 300)
     sd = {k: tuple(v.shape) for k, v in m.state_dict().items()}
     expect = {"st_feat_conv.weight": (512, 2048, 1, 1, 1), "st_feat_conv.bias": (512,),
               "lt_feat_conv.weight": (512, 2048, 1, 1, 1), "lt_feat_conv.bias": (512,)}
@@ -367,7 +371,7 @@ def test_fbo_nonlocal_full_size_keys():
     assert sum(v.numel() for v in m.parameters()) == 36_043_409 - 31_800_465 - 81 * 512
     assert float(m.non_local_layer_1.ln.weight.detach().mean()) == 1.0
     assert float(m.non_local_layer_1.out_conv.conv.weight.detach().abs().sum()) > 0     # not zero-initialised
-    z = L.FBONonLocal(16, 16, 8, 1, 300, zero_init_out_conv=True)
+    z = FBO.FBONonLocal(16, 16, 8, 1, 300, zero_init_out_conv=True)
     assert float(z.non_local_layer_2.out_conv.conv.weight.detach().abs().sum()) == 0
 
 
@@ -379,7 +383,7 @@ def test_fbo_pretrained_and_empty_rois(golden, tmp_path):
     m.init_weights(str(ckpt))
     assert all(torch.equal(m.state_dict()[k], v) for k, v in fx["state_dict"].items())
     # an FBOHead with pretrained= loads its FBO in init_weights
-    L.write_feature_bank(tmp_path / "lfb_train", {"v": {900: [torch.ones(32)]}})
+    FBW.write_feature_bank(tmp_path / "lfb_train", {"v": {900: [torch.ones(32)]}})
     cfg = {"type": "FBOHead", "pretrained": str(ckpt),
            "lfb_cfg": {"lfb_prefix_path": str(tmp_path), "lfb_channels": 32, "dataset_modes": "train"},
            "fbo_cfg": {k: v for k, v in fx["config"].items() if k != "type"} | {"type": "non_local"}}
@@ -389,7 +393,7 @@ def test_fbo_pretrained_and_empty_rois(golden, tmp_path):
     with torch.no_grad():
         out = head(torch.zeros(0, 32, 2, 8, 8), torch.zeros(0, 5), [{"img_key": "v,0900"}])
     assert out.shape == (0, 48, 1, 1, 1)
-    infer = L.LFBInferHead(str(tmp_path / "inf"))
+    infer = LIH.LFBInferHead(str(tmp_path / "inf"))
     x = torch.zeros(0, 32, 2, 8, 8)
     assert infer(x, torch.zeros(0, 5), [{"img_key": "v,0900"}]) is x
     assert len(infer.writer) == 0
@@ -399,7 +403,7 @@ def _fbo_head_from_golden(fx, tmp_path, **extra):
     prefix = tmp_path / "lfb"
     prefix.mkdir(exist_ok=True)
     torch.save(fx["inputs"]["bank"], prefix / "lfb_train.pkl")
-    L.convert_lfb([prefix / "lfb_train.pkl"], prefix / "lfb_train")
+    FBW.convert_lfb([prefix / "lfb_train.pkl"], prefix / "lfb_train")
     cfg = json.loads(json.dumps(fx["config"]))
     cfg["lfb_cfg"]["lfb_prefix_path"] = str(prefix)
     cfg["lfb_cfg"].update(extra)
@@ -427,7 +431,7 @@ def test_fbo_head_golden(golden, tmp_path, deterministic):
 
 def test_fbo_head_modes_and_errors(tmp_path):
     bank = _random_bank(channels=8)
-    L.write_feature_bank(tmp_path / "lfb_train", bank)
+    FBW.write_feature_bank(tmp_path / "lfb_train", bank)
     cfg = {"type": "FBOHead",
            "lfb_cfg": {"lfb_prefix_path": str(tmp_path), "lfb_channels": 8, "dataset_modes": ["train"],
                        "device": "gpu", "deterministic_test": True},
@@ -451,13 +455,13 @@ def test_fbo_head_modes_and_errors(tmp_path):
     only_pkl.mkdir()
     torch.save(bank, only_pkl / "lfb_val.pkl")
     cfg["lfb_cfg"].update(lfb_prefix_path=str(only_pkl), dataset_modes=["val"])
-    with pytest.raises(L.FeatureBankError, match=r"lfb_val.pkl exists.*actionkit convert-lfb .*lfb_val"):
+    with pytest.raises(FB.FeatureBankError, match=r"lfb_val.pkl exists.*actionkit convert-lfb .*lfb_val"):
         MODELS.build(cfg)
     cfg["lfb_cfg"]["lfb_prefix_path"] = str(tmp_path / "nothing")
-    with pytest.raises(L.FeatureBankError, match="missing feature bank"):
+    with pytest.raises(FB.FeatureBankError, match="missing feature bank"):
         MODELS.build(cfg)
     cfg["lfb_cfg"].update(lfb_prefix_path=str(tmp_path), dataset_modes=["train"], lfb_channels=2048)
-    with pytest.raises(L.FeatureBankError, match="lfb_channels=2048"):
+    with pytest.raises(FB.FeatureBankError, match="lfb_channels=2048"):
         MODELS.build(cfg)
 
 
@@ -474,7 +478,7 @@ def test_lfb_infer_head_golden(golden, tmp_path):
     assert head.all_metadata == fx["outputs"]["metadata"]
     path = head.write_bank()
     assert path == tmp_path / "lfb_half" / "lfb_train"
-    got = L.FeatureBank.open(path).to_dict()
+    got = FB.FeatureBank.open(path).to_dict()
     want = fx["outputs"]["bank"]
     assert got.keys() == want.keys()
     for v in want:
@@ -482,12 +486,12 @@ def test_lfb_infer_head_golden(golden, tmp_path):
         for s in want[v]:
             assert len(got[v][s]) == len(want[v][s])
             assert all(torch.equal(a, b) for a, b in zip(got[v][s], want[v][s]))
-    assert L.write_lfb_banks(torch.nn.Sequential(head)) == [path]
+    assert LIH.write_lfb_banks(torch.nn.Sequential(head)) == [path]
 
 
 def test_writer_shards_merge(tmp_path):
     prefix = tmp_path / "lfb"
-    w0, w1 = L.FeatureBankWriter(prefix, "val"), L.FeatureBankWriter(prefix, "val")
+    w0, w1 = FBW.FeatureBankWriter(prefix, "val"), FBW.FeatureBankWriter(prefix, "val")
     w0.add(["a,0900", "a,0900", "b,0901"], torch.arange(12.0).view(3, 4, 1, 1, 1).half())
     w1.add(["a,0901", "b,0901"], torch.arange(100.0, 108.0).view(2, 4).half())
     calls = []
@@ -496,18 +500,18 @@ def test_writer_shards_merge(tmp_path):
     w0.write(rank=0, world_size=2, barrier=lambda: calls.append(0))
     assert calls == [1, 1, 0, 0]
     assert sorted(p.name for p in prefix.iterdir()) == ["lfb_val"]    # shards removed
-    d = L.FeatureBank.open(prefix / "lfb_val").to_dict()
+    d = FB.FeatureBank.open(prefix / "lfb_val").to_dict()
     assert sorted(d["a"]) == [900, 901] and len(d["a"][900]) == 2
     assert torch.equal(d["a"][900][1], torch.arange(4.0, 8.0).half())
     assert len(d["b"][901]) == 1 and torch.equal(d["b"][901][0], torch.arange(104.0, 108.0).half())  # rank 1 wins
-    with pytest.raises(L.FeatureBankError, match="no features"):
-        L.FeatureBankWriter(tmp_path / "empty", "train").write(rank=0, world_size=1)
+    with pytest.raises(FB.FeatureBankError, match="no features"):
+        FBW.FeatureBankWriter(tmp_path / "empty", "train").write(rank=0, world_size=1)
 
 
 def _ddp_worker(rank: int, world: int, store: str, prefix: str) -> None:
     torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        head = L.LFBInferHead(prefix, dataset_mode="train")
+        head = LIH.LFBInferHead(prefix, dataset_mode="train")
         x = torch.full((2, 4, 1, 2, 2), float(rank))
         rois = torch.tensor([[0, 0, 0, 1, 1], [0, 0, 0, 1, 1]], dtype=torch.float32)
         head(x, rois, [{"img_key": f"vid{rank},{900 + rank}"}])
@@ -523,7 +527,7 @@ def test_lfb_infer_head_ddp_gloo(tmp_path):
     # spawn, not fork: forking a process whose OpenMP pool is running can deadlock
     mp.start_processes(_ddp_worker, args=(2, str(tmp_path / "store"), str(prefix)), nprocs=2,
                        start_method="spawn")
-    d = L.FeatureBank.open(prefix / "lfb_train").to_dict()
+    d = FB.FeatureBank.open(prefix / "lfb_train").to_dict()
     assert sorted(d) == ["vid0", "vid1"] and sorted(d["vid1"]) == [901] and len(d["vid1"][901]) == 2
     assert float(d["vid1"][901][0][0]) == 1.0
     assert sorted(p.name for p in prefix.iterdir()) == ["lfb_train"]

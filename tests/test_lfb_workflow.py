@@ -116,7 +116,7 @@ def test_workflow_end_to_end_skip_and_resume(tiny_lt, capsys):
     """banks -> train -> test; rerun after simulated interruptions recomputes only what is missing/invalid."""
     from actionkit.cli import main as cli_main
     from actionkit.engine.checkpoint import copy_checkpoint
-    from actionkit.models.lfb import FeatureBank
+    from actionkit.data.feature_bank import FeatureBank
 
     argv = ["lfb", str(LFB_NL_CFG), "--baseline", "baseline.pth", "--work-dir", "wd", "--seed", "0", *TINY_OPTS]
     assert cli_main(argv) == 0

@@ -34,7 +34,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "lfb": ("actionkit.engine.lfb_workflow", "main", "the whole Long-Term Feature Bank workflow"),
     "benchmark": ("actionkit.benchmark", "main", "model speed (videos/s, clips/s) and peak memory"),
     "convert-proposals": ("actionkit.data.ava", "convert_proposals_main", "AVA proposal pickle -> safe .npz"),
-    "convert-lfb": ("actionkit.models.lfb", "convert_lfb_main", "MMAction2 lfb_*.pkl -> memory-mapped bank"),
+    "convert-lfb": ("actionkit.cli.convert_lfb", "main", "MMAction2 lfb_*.pkl -> memory-mapped bank"),
     "models": ("actionkit.cli.models", "main", "the model zoo: published checkpoints and their metrics"),
     "download": ("actionkit.cli.download", "main", "download checkpoints by zoo name or URL into the cache"),
     "recognize": ("actionkit.cli.recognize", "main", "top-k actions of videos / frame folders with a model"),

@@ -12,17 +12,11 @@ import torch.distributed as dist
 from torch.utils.data import Sampler
 
 from ..data.collate import shared_batch_items
+from ..utils import barrier, get_dist_info  # noqa: F401 - part of this module's interface
 
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
-
-
-def get_dist_info() -> tuple[int, int]:
-    """``(rank, world_size)``; ``(0, 1)`` when not distributed."""
-    if is_dist():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def is_main_process() -> bool:
@@ -47,10 +41,6 @@ def init_dist(backend: str | None = None, timeout_s: int = 1800) -> tuple[int, i
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s))
     return get_dist_info()
 
-
-def barrier() -> None:
-    if is_dist():
-        dist.barrier()
 
 
 def broadcast_object(obj: Any, src: int = 0) -> Any:

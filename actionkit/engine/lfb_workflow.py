@@ -13,7 +13,7 @@ MMAction2 0.x trains an LFB model in three manual steps; this command runs them 
 3. **test** its final checkpoint (``tools/test.py CONFIG WORK_DIR/epoch_N.pth --eval mAP --out WORK_DIR/results.csv``).
 
 Every step whose output exists and is valid is skipped: a bank directory that opens with
-:class:`~actionkit.models.lfb.FeatureBank` validation (meta, shapes, dtypes, index bounds, channel count), a
+:class:`~actionkit.data.feature_bank.FeatureBank` validation (meta, shapes, dtypes, index bounds, channel count), a
 final checkpoint that loads, a results csv that exists.  An interrupted run therefore resumes where it stopped;
 interrupted training resumes from ``WORK_DIR/latest.pth`` (exact resume).  Banks and checkpoints are written
 atomically, so a half-written output is never taken for a finished one.
@@ -43,7 +43,7 @@ def _say(msg: str) -> None:
 # --------------------------------------------------------------------------------------------- checks
 def bank_status(path: str | Path, channels: int | None = None) -> tuple[bool, str]:
     """``(valid, description)`` of a bank directory (opened with full validation, memory-mapped)."""
-    from ..models.lfb import FeatureBank, FeatureBankError
+    from ..data.feature_bank import FeatureBank, FeatureBankError
 
     path = Path(path)
     if not path.exists():
