@@ -273,6 +273,11 @@ def test_boxes_file_of_another_video(synthetic, tmp_path, capsys):
     assert _cli(video, *common, "--person-boxes", other) == 1
     err = _err(capsys)
     assert str(other) in err and "no person boxes for video 'synval000'" in err and "synval001" in err
+    far = tmp_path / "far.npz"
+    save_proposals_npz({"synval000,0990": props["synval000,0901"]}, far)
+    assert _cli(video, *common, "--person-boxes", far) == 1
+    err = _err(capsys)
+    assert str(far) in err and "'synval000,0990' is frame 1351" in err and "75 frames" in err
     late = _box_csv(tmp_path / "late.csv", [(16, 0.1, 0.1, 0.5, 0.5, 0.99), (400, 0.1, 0.1, 0.5, 0.5, 0.99)])
     assert _cli(video, *common, "--person-boxes", late) == 1
     err = _err(capsys)
