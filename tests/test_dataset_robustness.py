@@ -293,3 +293,30 @@ def test_ava_timeline_edges_are_accepted(tmp_path):
     assert ds[1]["frame_inds"].tolist() == [26939, 26955, 26971, 26987]  # keyframe 30 * 899 + 1 inside
     custom = write(tmp_path / "b.csv", "v,5,0.1,0.1,0.5,0.5,3,0\n")
     assert len(AVADataset(custom, None, [], timestamp_start=0, timestamp_end=10, fps=15)) == 1
+
+
+def test_train_and_test_commands_check_labels_before_any_work(tmp_path):
+    """The engine builds every dataset through one function that checks the labels against the head: a label
+    beyond ``num_classes`` stops train.py / test.py at once, naming the list file and line."""
+    from actionkit.engine.entry import test_main, train_main
+
+    ann = write(tmp_path / "list.txt", "a.mp4 0\nb.mp4 7\n")
+    cfg = write(tmp_path / "cfg.py", f"""
+model = dict(type='Recognizer3D',
+             backbone=dict(type='ResNet3d', depth=18, pretrained=None, base_channels=4, num_stages=1,
+                           out_indices=(0,), spatial_strides=(1,), temporal_strides=(1,), dilations=(1,)),
+             cls_head=dict(type='I3DHead', num_classes=4, in_channels=4), test_cfg=dict(average_clips='prob'))
+pipeline = [dict(type='PyAVInit'), dict(type='SampleFrames', clip_len=2, frame_interval=1, num_clips=1),
+            dict(type='PyAVDecode'), dict(type='FormatShape', input_format='NCTHW'),
+            dict(type='Collect', keys=['imgs', 'label'], meta_keys=[]), dict(type='ToTensor', keys=['imgs'])]
+data = dict(videos_per_gpu=1, workers_per_gpu=0,
+            train=dict(type='VideoDataset', ann_file={str(ann)!r}, data_prefix={str(tmp_path)!r}, pipeline=pipeline),
+            test=dict(type='VideoDataset', ann_file={str(ann)!r}, data_prefix={str(tmp_path)!r}, pipeline=pipeline))
+optimizer = dict(type='SGD', lr=0.1, momentum=0.9)
+lr_config = dict(policy='fixed')
+total_epochs = 1
+""")
+    with pytest.raises(ValueError, match=r"list\.txt:2: label 7 outside \[0, 4\)"):
+        train_main([str(cfg), "--work-dir", str(tmp_path / "work")])
+    with pytest.raises(ValueError, match=r"list\.txt:2: label 7 outside \[0, 4\)"):
+        test_main([str(cfg), str(tmp_path / "missing.pth"), "--eval", "top_k_accuracy"])

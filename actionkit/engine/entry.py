@@ -13,7 +13,7 @@ import torch
 
 from .. import __version__
 from ..config import Config, load_config, to_plain
-from ..registry import DATASETS, MODELS
+from ..registry import MODELS
 from ..utils import atomic_save_text
 from .checkpoint import load_checkpoint
 from .distributed import barrier, get_dist_info, init_dist, launched_by_torchrun, sync_random_seed
@@ -131,7 +131,9 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     model = build_model(cfg, init_weights=True)
     if "data" not in cfg or "train" not in cfg.data:
         raise cfg.error("is required but missing", "data.train")
-    datasets = [DATASETS.build(cfg.data.train, key="data.train", filename=cfg.filename)]
+    from .train import build_dataset
+
+    datasets = [build_dataset(cfg, "train")]
     train_model(model, datasets, cfg, distributed=distributed, validate=args.validate, timestamp=timestamp,
                 meta=meta, amp=True if args.amp else None, deterministic=args.deterministic,
                 test={"test_last": args.test_last, "test_best": args.test_best}, logger=logger)
@@ -204,12 +206,12 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     rank, _ = get_dist_info()
     logger = get_logger(None)
     from .test import multi_gpu_test, single_gpu_test
-    from .train import build_test_loader, evaluate_dataset
+    from .train import build_dataset, build_test_loader, evaluate_dataset
 
     if "data" not in cfg or "test" not in cfg.data:
         raise cfg.error("is required but missing", "data.test")
     cfg.data.test["test_mode"] = True
-    dataset = DATASETS.build(cfg.data.test, key="data.test", filename=cfg.filename)
+    dataset = build_dataset(cfg, "test")
     loader = build_test_loader(dataset, cfg, "test", distributed, seed=int(cfg.get("seed") or 0))
 
     _clear_pretrained(cfg.model)

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
 from ..config import to_plain
+from ..data.kinetics import check_labels_fit_model
 from ..data.pipeline import DeferredNormalizeDataset
 from ..registry import DATASETS, ConfigError
 from ..utils import WorkDirLock, WorkDirLockedError, ensure_directory, remove_stale_temp_files
@@ -52,6 +53,19 @@ class NonFiniteTrainingError(RuntimeError):
 
 
 # --------------------------------------------------------------------------------------------- helpers
+
+def build_dataset(cfg: Mapping[str, Any], split: str, **kwargs: Any) -> Any:
+    """The dataset ``cfg.data[split]`` (``train`` / ``val`` / ``test``), with its labels checked against the
+    model's class count (``model.cls_head.num_classes``): a label out of range names its list file and line."""
+    filename = getattr(cfg, "filename", None)
+    data = cfg.get("data") or {}
+    if split not in data:
+        raise ConfigError("is required but missing", f"data.{split}", filename)
+    dataset = DATASETS.build(data[split], key=f"data.{split}", filename=filename, **kwargs)
+    if "model" in cfg:
+        check_labels_fit_model(dataset, cfg["model"])
+    return dataset
+
 def set_random_seed(seed: int, deterministic: bool = False, rank_shift: bool = False) -> None:
     """Seed python, numpy and torch (+ CUDA); ``deterministic`` also sets deterministic algorithms."""
     if rank_shift:
@@ -526,7 +540,7 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
     if validate:
         if "val" not in cfg.get("data", {}):
             raise ConfigError("is required with --validate", "data.val", filename)
-        val_dataset = DATASETS.build(cfg["data"]["val"], key="data.val", filename=filename, test_mode=True)
+        val_dataset = build_dataset(cfg, "val", test_mode=True)
         val_loader = build_test_loader(val_dataset, cfg, "val", distributed, seed)
 
     def make_meta(epoch_done: int, inner: int) -> dict:
@@ -728,7 +742,7 @@ def _test_after_training(model: nn.Module, cfg: Mapping, work_dir: Path, test: M
         return out
     if "test" not in cfg.get("data", {}):
         raise ConfigError("is required with --test-last/--test-best", "data.test", filename)
-    test_dataset = DATASETS.build(cfg["data"]["test"], key="data.test", filename=filename, test_mode=True)
+    test_dataset = build_dataset(cfg, "test", test_mode=True)
     test_loader = build_test_loader(test_dataset, cfg, "test", distributed, seed)
     eval_cfg = dict(cfg.get("evaluation") or {})
     rank, _ = get_dist_info()
