@@ -410,3 +410,27 @@ def test_lfb_model_on_a_video_equals_dataset_path(tmp_path, capsys):
     assert _cli(*[str(c) for c in common[:1]], "--config", base, "--checkpoint", tmp_path / "baseline.pth",
                 "--person-boxes", ann / "proposals_val.npz", "--lfb-baseline", tmp_path / "baseline.pth") == 1
     assert "is not an LFB config" in capsys.readouterr().err
+
+
+def test_scores_per_box_and_top_labels():
+    from actionkit.inference.detection import action_score_matrix, top_labels
+
+    boxes = np.array([[0.1, 0.1, 0.5, 0.5], [0.2, 0.2, 0.6, 0.9], [0.0, 0.3, 0.4, 0.7]], np.float32)
+    per_class = [np.concatenate([boxes, np.array([[0.9], [0.2], [0.6]], np.float32)], 1),
+                 np.concatenate([boxes[[0, 2]], np.array([[0.7], [0.8]], np.float32)], 1),   # box 1 scored 0
+                 np.concatenate([boxes, np.array([[0.3], [0.55], [0.95]], np.float32)], 1)]
+    scores = action_score_matrix(per_class, 3)
+    np.testing.assert_allclose(scores, [[0.9, 0.7, 0.3], [0.2, 0.0, 0.55], [0.6, 0.8, 0.95]])
+    labels = top_labels(scores, [1, 4, 7], 0.5, max_labels=2)
+    assert labels == [[(1, pytest.approx(0.9)), (4, pytest.approx(0.7))], [(7, pytest.approx(0.55))],
+                      [(7, pytest.approx(0.95)), (4, pytest.approx(0.8))]]
+
+
+def test_config_without_ava_val_pipeline_is_refused(synthetic):
+    from actionkit.config import load_config
+    from actionkit.inference.detection import KeyframeClipPipeline
+    from actionkit.registry import ConfigError
+
+    cfg = load_config(REPO / "configs/recognition/i3d/i3d_r50_32x2x1_100e_kinetics400_rgb.py")
+    with pytest.raises(ConfigError, match="data.val.pipeline"):
+        KeyframeClipPipeline(cfg, "v", 100)

@@ -101,13 +101,11 @@ def val_sampler(cfg: Mapping[str, Any]) -> SampleAVAFrames:
     except (KeyError, TypeError):
         raise ConfigError("is required for detection on a video (an AVA val pipeline)", "data.val.pipeline",
                           filename) from None
-    for i, step in enumerate(pipeline):
+    for step in pipeline:
         if isinstance(step, Mapping) and step.get("type") == "SampleAVAFrames":
             args = {k: v for k, v in step.items() if k != "type"}
-            sampler = SampleAVAFrames(**args)
-            if not sampler.test_mode:
-                sampler.test_mode = True
-            return sampler
+            args["test_mode"] = True
+            return SampleAVAFrames(**args)
     raise ConfigError("has no SampleAVAFrames step: not an AVA detection config", "data.val.pipeline", filename)
 
 
@@ -402,7 +400,7 @@ class ActionDetector:
         self.model = model if model is not None else build_model_from_config(cfg, checkpoint, device=device)
         self.model.eval()
         self.device = torch.device(device)
-        self.num_classes = int(cfg["model"]["roi_head"]["bbox_head"]["num_classes"])
+        self.num_classes = int(cfg["model"]["roi_head"]["bbox_head"].get("num_classes", 81))
 
     def predict(self, pipeline: KeyframeClipPipeline, keyframe: Keyframe, frames: Mapping[int, np.ndarray],
                 boxes: np.ndarray) -> list[np.ndarray]:
