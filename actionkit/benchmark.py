@@ -188,20 +188,22 @@ def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    head = ["config", "mode", "device", "amp", "ch-last", "fast", "input", "throughput", "ms/iter", "peak MB"]
+    head = ["config", "mode", "device", "amp", "ch-last", "fast", "input", "throughput", "ms/iter", "peak MB",
+            "first call s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         name = r["config"].rsplit("/", 1)[-1].removesuffix(".py")
         lines.append(f"| {name} | {r['mode']} | {r['device']} | {r['amp']} | {r['channels_last']} | "
                      f"{r.get('fast', False)} | {r['input']} | "
-                     f"{r['throughput']:.3f} {r['unit']} | {r['mean_ms']:.1f} | {r['peak_memory_mb']:.0f} |")
+                     f"{r['throughput']:.3f} {r['unit']} | {r['mean_ms']:.1f} | {r['peak_memory_mb']:.0f} | "
+                     f"{r.get('first_call_s') or 0:.1f} |")
     return "\n".join(lines)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="actionkit benchmark", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", nargs="+", help="one or more config files")
+    p.add_argument("config", nargs="*", help="one or more config files")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--amp", action="store_true", help="autocast (bf16 on CPU, fp16 on CUDA)")
     p.add_argument("--channels-last", action="store_true", help="channels_last_3d memory format")
@@ -218,7 +220,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch.set_num_threads")
     p.add_argument("--cfg-options", nargs="+", default=None, help="override config values: key=value")
     p.add_argument("--json", help="also write the rows as JSON to this file")
+    p.add_argument("--table-from", nargs="+", metavar="JSON", default=None,
+                   help="print one table of the rows of these --json files and exit (configs are ignored)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = build_parser()
     a = p.parse_args(argv)
+    if a.table_from:
+        rows = [row for path in a.table_from for row in json.loads(open(path).read())]
+        print(format_table(rows))
+        return 0
+    if not a.config:
+        p.error("give one or more config files (or --table-from)")
     rows = []
     for cfg in a.config:
         rows.append(run_benchmark(cfg, a.device, a.amp, a.channels_last, a.train_step, a.views, a.clip_len,

@@ -265,3 +265,62 @@ def test_train_amp_channels_last_tracks_float32(ava_cfg, tmp_path):
         assert weight.is_contiguous(memory_format=torch.channels_last_3d) == (name == "fast")
     assert len(losses["fp32"]) == len(losses["fast"]) >= 4
     np.testing.assert_allclose(losses["fast"], losses["fp32"], rtol=0.02, atol=0.02)
+
+
+# ------------------------------------------------------------------------------------------------ GPU check
+def test_gpu_check_dry_run_lists_valid_steps_within_8_minutes():
+    """``benchmarks/gpu_check.sh`` without CUDA (or with --dry-run) prints its steps and runs nothing; every
+    benchmark step parses with ``actionkit benchmark``'s parser and names existing configs, the test step
+    names existing test files, and the time limits add up to less than 8 minutes."""
+    import re
+    import shlex
+    import subprocess
+
+    from actionkit.benchmark import build_parser
+
+    script = REPO / "benchmarks" / "gpu_check.sh"
+    args = ["bash", str(script)] + ([] if not torch.cuda.is_available() else ["--dry-run"])
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "DRY RUN" in out and not (REPO / "gpu_check_out").exists()
+    if not torch.cuda.is_available():
+        assert "no CUDA device here" in out
+    steps = re.findall(r"^gpu_check step \[(\w+)\] \(limit (\d+)s\): (.*)$", out, flags=re.M)
+    names = [s[0] for s in steps]
+    assert names[0] == "golden" and {"test_fp32", "test_amp", "test_channels_last", "test_fast", "train_fp32",
+                                       "train_amp", "train_amp_channels_last", "ava_fp32", "ava_fast"} <= set(names)
+    assert sum(int(s[1]) for s in steps) < 8 * 60
+    parser = build_parser()
+    for name, _, command in steps:
+        argv = shlex.split(command)
+        if name == "golden":
+            assert "ACTIONKIT_TEST_DEVICE=cuda" in argv
+            files = [a for a in argv if a.startswith("tests/")]
+            assert files and all((REPO / f).is_file() for f in files)
+            continue
+        i = argv.index("benchmark")
+        parsed = parser.parse_args(argv[i + 1:])
+        assert parsed.device == "cuda" and parsed.json
+        assert all((REPO / c).is_file() for c in parsed.config)
+        assert parsed.views is None and parsed.size is None   # the full test protocol: all 30 views
+        assert parsed.train_step == name.startswith("train_")
+        assert parsed.fast == name.endswith("_fast")
+    assert "--table-from" in out
+
+
+def test_benchmark_fast_rows_and_table(tmp_path, capsys, monkeypatch):
+    """``actionkit benchmark --fast`` times the fast path (eager here: no C++ compiler on PATH) and
+    ``--table-from`` prints the rows of several --json files as one table."""
+    from actionkit.benchmark import main as bench_main
+
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    common = [str(RECOGNITION_CFG), "--views", "1", "--size", "32", "--iters", "2", "--warmup", "1"]
+    assert bench_main(common + ["--json", str(tmp_path / "eager.json")]) == 0
+    assert bench_main(common + ["--fast", "--json", str(tmp_path / "fast.json")]) == 0
+    capsys.readouterr()
+    assert bench_main(["--table-from", str(tmp_path / "eager.json"), str(tmp_path / "fast.json")]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| i3d_r18_tiny")]
+    assert len(rows) == 2 and rows[0].split("|")[6].strip() == "False" and rows[1].split("|")[6].strip() == "True"
+    with pytest.raises(ValueError, match="--fast"):
+        bench_main(common + ["--fast", "--train-step"])
