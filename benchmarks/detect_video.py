@@ -1,11 +1,12 @@
 #!/usr/bin/env python
 """``actionkit detect`` on long videos and with a full-width detector.
 
-1. **Peak memory vs video length**: ``actionkit detect`` (a subprocess each; peak RSS from ``wait4``) on a
+1. **Peak memory vs video length**: ``actionkit detect`` (a child of a fresh wrapper process each; its peak RSS
+   from ``getrusage(RUSAGE_CHILDREN)``) on a
    synthetic 1-minute and a 10-minute video (a moving box on a textured background, ``--size`` at ``--fps``),
    the tiny synthetic SlowOnly detector (random weights), a ``--person-boxes`` csv with two people on every
-   keyframe, ``--predict-stepsize`` (default 8), output step 4, mp4 and csv written. Streaming keeps only the frames of the
-   pending keyframes, so the peak should not grow with the length (the issue's bar: within 20 %).
+   keyframe, ``--predict-stepsize`` (default 8), output step 4, mp4 and csv written. Streaming keeps only the
+   frames of the pending keyframes, so the peak should not grow with the length (the issue's bar: within 20 %).
 2. **Throughput of the full-width SlowOnly R50 4x16 detector** (``slowonly_kinetics_pretrained_r50_4x16x1_20e_ava_rgb``,
    random weights) on the CPU at 1 and 2 threads: keyframes/s of the streaming loop (decode, val pipeline, model;
    two person boxes per keyframe) on a synthetic 456x256 video at 30 fps, after one warm-up keyframe.

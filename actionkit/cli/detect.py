@@ -29,7 +29,6 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 
 __all__ = ["build_parser", "main", "resolve_config"]
 
@@ -140,8 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run(args: argparse.Namespace) -> int:
     from ..inference.detection import (ActionDetector, DetectInputError, DetectorBoxes, KeyframeClipPipeline,
-                                       RememberedBoxes, demo_keyframes, infer_video_bank, is_lfb_config, iter_video_frames,
-                                       lfb_config_for_bank, load_person_boxes, video_fps, with_seconds)
+                                       RememberedBoxes, demo_keyframes, infer_video_bank, is_lfb_config,
+                                       iter_video_frames, lfb_config_for_bank, load_person_boxes, video_fps,
+                                       with_seconds)
     from ..zoo import resolve_checkpoint
 
     t0 = time.time()

@@ -22,7 +22,8 @@ LINE_HEIGHT = 18
 BOX_THICKNESS = 2
 
 
-def draw_detections(frame: np.ndarray, persons: np.ndarray, labels: Sequence[Sequence[tuple[str, float]]]) -> np.ndarray:
+def draw_detections(frame: np.ndarray, persons: np.ndarray,
+                    labels: Sequence[Sequence[tuple[str, float]]]) -> np.ndarray:
     """A copy of ``frame`` (RGB uint8 ``[H, W, 3]``) with each person's box (normalised ``[N, >=4]``) and its
     labels (``(name, score)``, drawn in the given order) on it."""
     import cv2
