@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from actionkit.cli.convert_proposals import main as convert_proposals_cli
 from actionkit.data.ava import (
-    AVADataset, AVAFormatError, SampleAVAFrames, UnsafePickleError, convert_proposals, convert_proposals_main,
+    AVADataset, AVAFormatError, SampleAVAFrames, UnsafePickleError, convert_proposals,
     load_proposals, load_proposals_npz, load_proposals_pkl, read_ava_csv, read_exclusions, save_proposals_npz,
 )
 from actionkit.registry import DATASETS, PIPELINES, ConfigError
@@ -312,7 +313,7 @@ def test_npz_roundtrip_and_cli(tmp_path, capsys):
     pkl = tmp_path / "in.pkl"
     pkl.write_bytes(pickle.dumps(props, protocol=4))
     out = tmp_path / "out.npz"
-    assert convert_proposals_main([str(pkl), str(out)]) == 0
+    assert convert_proposals_cli([str(pkl), str(out)]) == 0
     assert "wrote 4 keyframes" in capsys.readouterr().out
     with np.load(out, allow_pickle=False) as z:
         assert sorted(z.files) == ["boxes", "keys", "offsets"]
@@ -322,7 +323,7 @@ def test_npz_roundtrip_and_cli(tmp_path, capsys):
     for k in props:
         np.testing.assert_array_equal(back[k], props[k])
     with pytest.raises(SystemExit):
-        convert_proposals_main([str(pkl), str(tmp_path / "out.pkl")])
+        convert_proposals_cli([str(pkl), str(tmp_path / "out.pkl")])
 
 
 def test_npz_with_object_arrays_is_refused(tmp_path):

@@ -106,7 +106,7 @@ def test_flash_group_adds_only_its_class(tmp_path):
 
 
 def test_workflow_refuses_non_lfb_config(tmp_path):
-    from actionkit.engine.lfb_workflow import main
+    from actionkit.cli.lfb import main
 
     with pytest.raises(ConfigError, match="model.roi_head.shared_head.type"):
         main([str(BASELINE_CFG), "--baseline", str(tmp_path / "none.pth"), "--work-dir", str(tmp_path / "w")])
@@ -178,7 +178,7 @@ def test_workflow_end_to_end_skip_and_resume(tiny_lt, capsys):
 
 
 def test_workflow_needs_baseline_only_for_missing_banks(tiny_lt, capsys):
-    from actionkit.engine.lfb_workflow import main
+    from actionkit.cli.lfb import main
 
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         main([str(LFB_NL_CFG), "--baseline", "missing.pth", "--work-dir", "wd", *TINY_OPTS])

@@ -19,7 +19,6 @@ and the line (or the proposal key).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import io
 import logging
@@ -44,7 +43,7 @@ PROPOSAL_CLIP_TOLERANCE = 0.01
 __all__ = [
     "AVAFormatError", "AVARow", "UnsafePickleError", "RestrictedUnpickler", "read_ava_csv", "read_exclusions",
     "read_label_ids", "load_proposals_pkl", "load_proposals_npz", "load_proposals", "save_proposals_npz",
-    "convert_proposals", "convert_proposals_main", "AVADataset", "SampleAVAFrames", "PROPOSAL_CLIP_TOLERANCE",
+    "convert_proposals", "AVADataset", "SampleAVAFrames", "PROPOSAL_CLIP_TOLERANCE",
 ]
 
 try:  # the evaluation module owns the error type; fall back to a local one so parsing stays usable alone
@@ -378,21 +377,6 @@ def convert_proposals(in_pkl: str | os.PathLike, out_path: str | os.PathLike) ->
     props = load_proposals(in_pkl)
     save_proposals_npz(props, out_path)
     return len(props)
-
-
-def convert_proposals_main(argv: Sequence[str] | None = None) -> int:
-    """``actionkit convert-proposals IN.pkl OUT.npz``."""
-    parser = argparse.ArgumentParser(prog="actionkit convert-proposals",
-                                     description="Convert an AVA proposal pickle into a pickle-free .npz "
-                                                 "(read with a restricted unpickler).")
-    parser.add_argument("input", help="proposal file (.pkl {'vid,0902': float64 [N,5]} or .npz)")
-    parser.add_argument("output", help="output .npz")
-    args = parser.parse_args(argv)
-    if not str(args.output).endswith(".npz"):
-        parser.error(f"output must end with .npz, got {args.output}")
-    n = convert_proposals(args.input, args.output)
-    print(f"wrote {n} keyframes to {args.output}")
-    return 0
 
 
 # ------------------------------------------------------------------------------------------------ pipeline op
