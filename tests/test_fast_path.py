@@ -324,3 +324,32 @@ def test_benchmark_fast_rows_and_table(tmp_path, capsys, monkeypatch):
     assert len(rows) == 2 and rows[0].split("|")[6].strip() == "False" and rows[1].split("|")[6].strip() == "True"
     with pytest.raises(ValueError, match="--fast"):
         bench_main(common + ["--fast", "--train-step"])
+
+
+def test_recognize_fast_flag(kinetics_cfg, tmp_path, capsys, monkeypatch):
+    """``actionkit recognize --fast`` reports the fast path and gives the float32 top-1 on frame folders."""
+    import json
+
+    from actionkit.cli.recognize import main as recognize_main
+
+    cfg_path = tmp_path / "cfg.py"
+    cfg_path.write_text(config_to_python(kinetics_cfg))
+    torch.manual_seed(0)
+    model = build_model(kinetics_cfg)
+    torch.nn.init.normal_(model.cls_head.fc_cls.weight, 0, 2.0)
+    ckpt = tmp_path / "model.pth"
+    save_checkpoint(ckpt, model)
+    prefix = Path(kinetics_cfg.data.test.data_prefix)
+    lines = Path(kinetics_cfg.data.test.ann_file).read_text().splitlines()[:16]
+    folders = [str(prefix / line.split()[0]) for line in lines]
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    scores = {}
+    for name, flags in (("eager", []), ("fast", ["--fast"])):
+        out = tmp_path / f"{name}.json"
+        assert recognize_main([*folders, "--config", str(cfg_path), "--checkpoint", str(ckpt), "--out", str(out),
+                               *flags]) == 0
+        scores[name] = np.array([v["scores"] for v in json.loads(out.read_text())["videos"]])
+    assert "fast path on cpu" in capsys.readouterr().err
+    assert scores["eager"].shape == scores["fast"].shape == (16, 4)
+    assert (scores["eager"].argmax(1) == scores["fast"].argmax(1)).mean() >= 15 / 16
+    np.testing.assert_allclose(scores["fast"], scores["eager"], atol=0.05)

@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="class names: a shipped map (kinetics400, sthv1) or a file with one name per line "
                         "(default: the names of the config's dataset, else class_<k>)")
     p.add_argument("--out", default=None, help="write every input's predictions to a .json or .csv file")
+    p.add_argument("--fast", action="store_true",
+                   help="inference fast path: bf16 where native, channels_last_3d, torch.compile "
+                        "(actionkit/engine/fast.py)")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", help="override config entries")
     return p
 
@@ -188,6 +191,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = init_recognizer(args.config, args.checkpoint, device=args.device, cfg_options=args.cfg_options)
     if args.average_clips is not None:
         model.average_clips = args.average_clips
+    from ..engine.fast import FastPathOptions, optimize_for_inference, options_from_config
+
+    fast_options = FastPathOptions() if args.fast else options_from_config(model.cfg, model.cfg.filename)
+    if fast_options is not None:
+        model, description = optimize_for_inference(model, args.device, fast_options)
+        print(description, file=sys.stderr)
     workers = default_workers(model.cfg, len(videos)) if args.num_workers is None else args.num_workers
     outcomes = recognize(model, videos, args.batch_size, workers, args.top_k, args.label_map)
     failed = [o for o in outcomes if o.error is not None]
