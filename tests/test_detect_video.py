@@ -434,3 +434,28 @@ def test_config_without_ava_val_pipeline_is_refused(synthetic):
     cfg = load_config(REPO / "configs/recognition/i3d/i3d_r50_32x2x1_100e_kinetics400_rgb.py")
     with pytest.raises(ConfigError, match="data.val.pipeline"):
         KeyframeClipPipeline(cfg, "v", 100)
+
+
+def test_offline_coco_weights_error_names_url_and_path(monkeypatch, tmp_path):
+    """Without network the first use fails at once with the URL and the exact path a hand download goes to."""
+    import urllib.error
+
+    import torchvision_shim
+
+    if not torchvision_shim.install():
+        pytest.skip("torchvision is not installed")
+    import torchvision.models._api as tv_api
+
+    from actionkit.inference.person_detector import PersonDetectorUnavailable, TorchvisionPersonDetector
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", offline)
+    with pytest.raises(PersonDetectorUnavailable) as exc:
+        TorchvisionPersonDetector(0.9)
+    msg = str(exc.value)
+    assert "https://download.pytorch.org/models/fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth" in msg
+    assert str(tmp_path / "torch" / "hub" / "checkpoints" / "fasterrcnn_resnet50_fpn_v2_coco-dd69338a.pth") in msg
+    assert "--person-boxes" in msg

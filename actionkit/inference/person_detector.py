@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 __all__ = ["PersonDetectorUnavailable", "import_torchvision_detection", "TorchvisionPersonDetector",
-           "COCO_PERSON"]
+           "COCO_PERSON", "coco_weights_path"]
 
 COCO_PERSON = 1  # torchvision's COCO category id of 'person'
 
@@ -43,6 +43,11 @@ def import_torchvision_detection() -> Any:
     return detection
 
 
+def coco_weights_path(url: str) -> Path:
+    """Where torchvision looks for a downloaded weights file: ``$TORCH_HOME/hub/checkpoints/<file name>``."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+
+
 class TorchvisionPersonDetector:
     """``detector(frame)`` -> float32 ``[N, 5]``: normalised ``x1, y1, x2, y2`` and the person score of the
     people found in an RGB uint8 ``[H, W, 3]`` frame with ``score >= score_thr``, best first.
@@ -62,8 +67,15 @@ class TorchvisionPersonDetector:
         kwargs = dict(box_score_thresh=min(box_score_thresh, self.score_thr),
                       box_detections_per_img=detections_per_img)
         if weights == "COCO_V1":
-            model = detection.fasterrcnn_resnet50_fpn_v2(
-                weights=detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1, **kwargs)
+            coco = detection.FasterRCNN_ResNet50_FPN_V2_Weights.COCO_V1
+            try:
+                model = detection.fasterrcnn_resnet50_fpn_v2(weights=coco, **kwargs)
+            except (OSError, RuntimeError) as e:   # URLError is an OSError; a cut download a RuntimeError
+                raise PersonDetectorUnavailable(
+                    f"the person detector's COCO weights could not be downloaded from {coco.url} "
+                    f"({type(e).__name__}: {e}); download the file by hand to {coco_weights_path(coco.url)} "
+                    "(picked up from there), or pass a state dict with --det-checkpoint, or person boxes with "
+                    "--person-boxes") from e
         else:
             model = detection.fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91,
                                                          **kwargs)
