@@ -353,3 +353,38 @@ def test_recognize_fast_flag(kinetics_cfg, tmp_path, capsys, monkeypatch):
     assert scores["eager"].shape == scores["fast"].shape == (16, 4)
     assert (scores["eager"].argmax(1) == scores["fast"].argmax(1)).mean() >= 15 / 16
     np.testing.assert_allclose(scores["fast"], scores["eager"], atol=0.05)
+
+
+def test_detect_fast_flag(tmp_path, capsys, monkeypatch):
+    """``actionkit detect --fast`` reports the fast path and its csv scores stay within the bf16 tolerance of
+    float32's (same boxes, same rows)."""
+    import csv
+
+    from actionkit.cli import main as cli_main
+
+    ava = tmp_path / "ava"
+    make_ava(ava, seed=1, num_train=1, num_val=1, num_keyframes=4, margin_s=1)
+    ann = ava / "annotations"
+    cfg = tmp_path / "cfg.py"
+    cfg.write_text(f"_base_ = [{str(DETECTION_CFG)!r}]\n"
+                   f"data = dict(test=dict(label_file={str(ann / 'action_list.pbtxt')!r}))\n")
+    torch.manual_seed(0)
+    model = build_model(load_config(cfg))
+    randomize_batchnorm(model, torch.randn(2, 3, 4, 120, 160))
+    ckpt = tmp_path / "model.pth"
+    save_checkpoint(ckpt, model)
+    video = next((ava / "videos").glob("synval*.mp4"))
+    monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
+    rows = {}
+    for name, flags in (("eager", []), ("fast", ["--fast"])):
+        out_csv = tmp_path / f"{name}.csv"
+        assert cli_main(["detect", str(video), "--config", str(cfg), "--checkpoint", str(ckpt), "--person-boxes",
+                         str(ann / "proposals_val.pkl"), "--csv", str(out_csv), "--out", str(tmp_path / f"{name}.mp4"),
+                         *flags]) == 0
+        with open(out_csv, newline="") as f:
+            rows[name] = [r for r in csv.reader(f) if r]
+    assert "fast path on cpu" in capsys.readouterr().err
+    assert len(rows["eager"]) == len(rows["fast"]) > 0
+    assert [r[:7] for r in rows["eager"]] == [r[:7] for r in rows["fast"]]
+    scores = np.array([[float(a[7]), float(b[7])] for a, b in zip(rows["eager"], rows["fast"])])
+    np.testing.assert_allclose(scores[:, 1], scores[:, 0], atol=0.02)

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-stepsize", type=_positive_int("--output-stepsize"), default=4,
                    help="frames between output frames (default 4; must divide --predict-stepsize)")
     p.add_argument("--output-fps", type=_positive_float, default=6.0, help="fps of the output video (default 6)")
+    p.add_argument("--fast", action="store_true",
+                   help="inference fast path for the action detector: bf16 where native, channels_last_3d, "
+                        "torch.compile (actionkit/engine/fast.py)")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE", help="override config entries")
     return p
 
@@ -184,6 +187,12 @@ def run(args: argparse.Namespace) -> int:
             raise DetectInputError(f"--lfb-baseline {args.lfb_baseline}: {cfg.filename or 'the config'} is not an "
                                    "LFB config (no feature bank head)")
         detector = ActionDetector(cfg, checkpoint, args.device)
+        from ..engine.fast import FastPathOptions, optimize_for_inference, options_from_config
+
+        fast_options = FastPathOptions() if args.fast else options_from_config(cfg, cfg.filename)
+        if fast_options is not None:
+            detector.model, description = optimize_for_inference(detector.model, args.device, fast_options)
+            print(description, file=sys.stderr)
         return _detect(args, cfg, video, pipeline, detector, person_boxes, keyframes, frames, t0)
 
 
