@@ -7,7 +7,7 @@ float32 and >= 99 % of the per-video (per-box for detection) top-1 predictions e
 
 The default-suite tests run the fast path without ``torch.compile`` (folded BN + bfloat16 where the CPU has it
 + channels_last_3d): compiling takes tens of seconds on 2 cores. ``test_compiled_fast_path_*`` (slow) run the
-full path, compile included, through ``tools/test.py --fast``.
+full path, compile included, over the same test sets.
 """
 from __future__ import annotations
 
