@@ -388,3 +388,44 @@ def test_detect_fast_flag(tmp_path, capsys, monkeypatch):
     assert [r[:7] for r in rows["eager"]] == [r[:7] for r in rows["fast"]]
     scores = np.array([[float(a[7]), float(b[7])] for a, b in zip(rows["eager"], rows["fast"])])
     np.testing.assert_allclose(scores[:, 1], scores[:, 0], atol=0.02)
+
+
+def test_inductor_cache_lives_under_actionkit_home(monkeypatch, tmp_path):
+    from actionkit.engine.fast import inductor_cache_dir
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    monkeypatch.setenv("ACTIONKIT_HOME", str(tmp_path / "home"))
+    assert inductor_cache_dir() == tmp_path / "home" / "inductor"
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", default_cache_dir())   # what importing torch._dynamo sets
+    assert inductor_cache_dir() == tmp_path / "home" / "inductor"
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "elsewhere"))
+    assert inductor_cache_dir() == tmp_path / "elsewhere"
+
+
+@pytest.mark.slow
+def test_compiled_graphs_are_cached_on_disk(tmp_path):
+    """A fresh process compiling the fast path writes inductor's FX graph cache under $ACTIONKIT_HOME/inductor;
+    a second process finds it there (a cache hit is counted)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import torch, torch._dynamo.utils as u\n"
+        "from actionkit.models.builder import build_model_from_config\n"
+        "from actionkit.engine.fast import optimize_for_inference\n"
+        f"m = build_model_from_config({str(RECOGNITION_CFG)!r}).eval()\n"
+        "fast, d = optimize_for_inference(m, 'cpu')\n"
+        "assert 'torch.compile' in d, d\n"
+        "fast(torch.randn(1, 1, 3, 8, 32, 32))\n"
+        "print('hits', u.counters['inductor']['fxgraph_cache_hit'])\n")
+    env = {k: v for k, v in os.environ.items() if k != "TORCHINDUCTOR_CACHE_DIR"}
+    env["ACTIONKIT_HOME"] = str(tmp_path / "home")
+    runs = [subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+            for _ in range(2)]
+    assert all(r.returncode == 0 for r in runs), runs[-1].stderr[-2000:]
+    assert any((tmp_path / "home" / "inductor").rglob("*")), "nothing cached"
+    assert runs[0].stdout.strip().endswith("hits 0")
+    assert int(runs[1].stdout.strip().rsplit(" ", 1)[1]) >= 1

@@ -9,7 +9,8 @@ nearly all of the compute of the recognizers and of the AVA detector:
 3. its weights and inputs use ``torch.channels_last_3d``;
 4. it is compiled with ``torch.compile`` (inductor, ``freezing=True``: the weights become constants, so
    they are pre-packed once), specialised to each input shape it meets (``dynamic=False``: a shape is
-   compiled once, on its first call). Inductor's on-disk caches (FX graph and kernel caches) live under
+   compiled once, on its first call; past ``torch._dynamo.config.cache_size_limit`` shapes, new ones run the
+   prepared copy uncompiled). Inductor's on-disk caches (FX graph and kernel caches) live under
    ``$ACTIONKIT_HOME/inductor`` (default ``~/.cache/actionkit/inductor``) unless ``TORCHINDUCTOR_CACHE_DIR``
    is set, so a later run of the same model and shape compiles faster.
 
@@ -59,11 +60,21 @@ def actionkit_home() -> Path:
     return Path(home).expanduser() if home else Path.home() / ".cache" / "actionkit"
 
 
+def _is_inductor_default(path: str) -> bool:
+    """Whether ``path`` is inductor's own default cache dir (which importing ``torch._dynamo`` writes into
+    ``TORCHINDUCTOR_CACHE_DIR`` when the variable is unset)."""
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    except ImportError:  # pragma: no cover - other torch versions
+        return False
+    return os.path.abspath(path) == os.path.abspath(default_cache_dir())
+
+
 def inductor_cache_dir() -> Path:
-    """Where inductor keeps its on-disk caches for actionkit: ``TORCHINDUCTOR_CACHE_DIR`` when set, else
-    ``$ACTIONKIT_HOME/inductor``."""
+    """Where inductor keeps its on-disk caches for actionkit: ``TORCHINDUCTOR_CACHE_DIR`` when the user set it,
+    else ``$ACTIONKIT_HOME/inductor``."""
     env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    return Path(env) if env else actionkit_home() / "inductor"
+    return Path(env) if env and not _is_inductor_default(env) else actionkit_home() / "inductor"
 
 
 def cpu_flags() -> frozenset[str]:
@@ -219,7 +230,7 @@ def optimize_for_inference(model: nn.Module, device: torch.device | str,
     compiled = None
     if use_compile:
         cache = inductor_cache_dir()
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)   # read by inductor whenever it opens its caches
         compiled = torch.compile(prepared, dynamic=False, options={"freezing": True})
         steps.append(f"torch.compile (inductor, freezing, once per shape, cache {cache})")
     else:
