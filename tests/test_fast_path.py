@@ -443,3 +443,38 @@ def test_train_amp_recognizer_on_cpu(kinetics_cfg, tmp_path):
             f"data.train.data_prefix={root / 'rawframes'}", "data.workers_per_gpu=0", "data.videos_per_gpu=2",
             "total_epochs=1"]
     assert train_main([str(RECOGNITION_CFG), "--work-dir", str(tmp_path), "--amp", "--cfg-options", *opts]) == 0
+
+
+# ------------------------------------------------------------------------------------------------ benchmark scripts
+def _load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _table(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith("| model") and not line.startswith("| mode")]
+
+
+def test_inference_speed_script_prints_speedup_and_difference(capsys):
+    """benchmarks/inference_speed.py (its figures: BENCHMARKS.md) on the tiny config, without compiling."""
+    assert _load_script("inference_speed").main(["--rounds", "1", "--no-compile", str(RECOGNITION_CFG)]) == 0
+    out = capsys.readouterr().out
+    (row,) = _table(out)
+    assert row[0] == RECOGNITION_CFG.stem and row[4].endswith("x") and float(row[4][:-1]) > 0
+    assert 0 <= float(row[6]) < 1 and "BN folded" in out and "eager" in out
+
+
+def test_train_speed_script_tracks_losses(tmp_path, capsys):
+    """benchmarks/train_speed.py on a few steps of small batches: every mode, float32's loss curve as reference."""
+    args = ["--iters", "3", "--warmup", "1", "--batch-size", "2", "--videos", "2", "--data-dir", str(tmp_path / "d")]
+    assert _load_script("train_speed").main(args) == 0
+    rows = {r[0]: r for r in _table(capsys.readouterr().out)}
+    assert set(rows) == {"float32", "bf16 autocast", "channels-last", "bf16 autocast + channels-last"}
+    assert rows["float32"][2] == "1.00x" and float(rows["float32"][3]) == 0.0
+    assert float(rows["channels-last"][3]) < 1e-3      # the same float32 arithmetic in another memory layout
+    assert all(float(r[3]) < 0.05 for r in rows.values())
