@@ -64,13 +64,13 @@ bench() {
 [ "$DRY" = 0 ] && mkdir -p "$OUT"
 [ "$DRY" = 0 ] && "$PY" -c 'import torch; print("gpu_check:", torch.__version__, torch.cuda.get_device_name(0))'
 
-step 70 golden env ACTIONKIT_TEST_DEVICE=cuda "$PY" -m pytest -q -k golden -p no:cacheprovider \
+step 60 golden env ACTIONKIT_TEST_DEVICE=cuda "$PY" -m pytest -q -k golden -p no:cacheprovider \
   tests/test_models_recognition.py tests/test_roi.py tests/test_bbox_head.py tests/test_detector.py tests/test_lfb.py
 
 bench test_fp32 30 "$I3D" "$SLOWFAST" --iters 5 --warmup 2
 bench test_amp 25 "$I3D" "$SLOWFAST" --iters 5 --warmup 2 --amp
 bench test_channels_last 30 "$I3D" "$SLOWFAST" --iters 5 --warmup 2 --channels-last
-bench test_fast 130 "$I3D" "$SLOWFAST" --iters 5 --warmup 2 --fast
+bench test_fast 150 "$I3D" "$SLOWFAST" --iters 5 --warmup 2 --fast
 bench train_fp32 25 "$I3D" "$SLOWFAST" --train-step --batch-size 8 --iters 5 --warmup 2
 bench train_amp 20 "$I3D" "$SLOWFAST" --train-step --batch-size 8 --iters 5 --warmup 2 --amp
 bench train_amp_channels_last 20 "$I3D" "$SLOWFAST" --train-step --batch-size 8 --iters 5 --warmup 2 --amp --channels-last
