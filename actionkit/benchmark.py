@@ -17,6 +17,7 @@ import json
 import platform
 import sys
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -229,7 +230,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = build_parser()
     a = p.parse_args(argv)
     if a.table_from:
-        rows = [row for path in a.table_from for row in json.loads(open(path).read())]
+        rows = []
+        for path in a.table_from:
+            try:
+                loaded = json.loads(Path(path).read_text())
+                rows.extend(loaded)
+                format_table(loaded)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                p.error(f"{path}: not a file of rows written by --json ({type(exc).__name__}: {exc})")
         print(format_table(rows))
         return 0
     if not a.config:

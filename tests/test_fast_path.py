@@ -324,6 +324,10 @@ def test_benchmark_fast_rows_and_table(tmp_path, capsys, monkeypatch):
     assert len(rows) == 2 and rows[0].split("|")[6].strip() == "False" and rows[1].split("|")[6].strip() == "True"
     with pytest.raises(ValueError, match="--fast"):
         bench_main(common + ["--fast", "--train-step"])
+    (tmp_path / "bad.json").write_text('{"not": "rows"}')
+    with pytest.raises(SystemExit):
+        bench_main(["--table-from", str(tmp_path / "bad.json")])
+    assert "bad.json: not a file of rows" in capsys.readouterr().err
 
 
 def test_recognize_fast_flag(kinetics_cfg, tmp_path, capsys, monkeypatch):
