@@ -81,7 +81,8 @@ class BaseHead(nn.Module):
         elif labels.dim() == 1 and labels.size(0) == self.num_classes and cls_score.size(0) == 1:
             labels = labels.unsqueeze(0)  # soft label with batch size 1
         if not self.multi_class and cls_score.size() != labels.size():
-            accs = top_k_accuracy(cls_score.detach().cpu().numpy(), labels.detach().cpu().numpy(), self.topk)
+            # float(): under CPU autocast the scores are bfloat16, which numpy has no type for
+            accs = top_k_accuracy(cls_score.detach().float().cpu().numpy(), labels.detach().cpu().numpy(), self.topk)
             for k, a in zip(self.topk, accs):
                 losses[f"top{k}_acc"] = torch.tensor(a, device=cls_score.device)
         elif self.multi_class and self.label_smooth_eps != 0:
