@@ -151,16 +151,37 @@ class AVARows:
 
 @dataclass
 class _RawRows:
-    """Parsed columns of every non-blank line (2-column rows have NaN / 0 in the box columns)."""
+    """Parsed rows of every non-blank line. The polars path keeps the numeric columns in ``frame`` and converts only
+    the rows that survive the filters (:meth:`boxes_scores`); the Python path holds numpy arrays."""
 
     vids: list[str] | None          # per row (Python path) or None (polars path: ``frame`` holds them)
     ts: list[str] | None
-    frame: object                   # polars DataFrame with video_id / timestamp columns, or None
+    frame: object                   # polars DataFrame of the rows (all columns), or None
     lineno: np.ndarray              # [m] 1-based line numbers
     ncol: np.ndarray                # [m] 2, 7 or 8
-    boxes: np.ndarray               # [m, 4]
-    labels: np.ndarray              # [m]
-    scores: np.ndarray              # [m] (1.0 where there is no 8th column)
+    labels: np.ndarray              # [m] action ids (0 on 2-column rows)
+    boxes: np.ndarray | None = None   # [m, 4] (Python path; NaN on 2-column rows)
+    scores: np.ndarray | None = None  # [m] (Python path; 1.0 where there is no 8th column)
+
+    def boxes_scores(self, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes ``[k, 4]`` and scores ``[k]`` of ``rows`` (indices; ``None`` for all rows)."""
+        if self.frame is None:
+            return ((self.boxes, self.scores) if rows is None else (self.boxes[rows], self.scores[rows]))
+        df = self.frame.select(*_BOX_NAMES, "score")  # the numeric columns only: gathering strings is slow
+        if rows is not None:
+            df = df[rows]
+        boxes = df.select(_BOX_NAMES).to_numpy().astype(np.float64, copy=False)
+        scores = df["score"].fill_null(1.0).to_numpy().astype(np.float64, copy=False)
+        return boxes, scores
+
+    def all_finite(self) -> bool:
+        if self.frame is None:
+            box_rows = self.ncol >= 7
+            return bool(np.isfinite(self.boxes[box_rows]).all() and np.isfinite(self.scores).all())
+        import polars as pl
+
+        # nulls (the missing columns of 2- and 7-column rows) are not counted by all()
+        return all(self.frame.select([pl.col(c).is_finite().all() for c in (*_BOX_NAMES, "score")]).row(0))
 
 
 def _read_bytes(path: str) -> bytes:
@@ -171,14 +192,18 @@ def _read_bytes(path: str) -> bytes:
         raise AVAFormatError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _parse_polars(data: bytes, allowed: tuple[int, ...]) -> _RawRows | None:
-    """The fast path; ``None`` when the file is irregular in any way (the Python reader then finds the line)."""
+def _parse_polars(source: str | bytes, allowed: tuple[int, ...], mode: str = "mmaction") -> _RawRows | None:
+    """The fast path (``source``: a file path or the bytes); ``None`` when the file is irregular in any way (the
+    Python reader then finds the line). Timestamps are parsed as the mode's keys use them: integers for
+    MMAction2's ``%04d``, floats for the official ``%.6f``."""
     import polars as pl
 
+    ts_type = pl.Float64 if mode == "official" else pl.Int64
     try:
         df = pl.read_csv(
-            io.BytesIO(data), has_header=False, new_columns=list(_COLUMNS), quote_char=None, missing_columns="insert",
-            schema_overrides={"video_id": pl.String, "timestamp": pl.String, "x1": pl.Float64, "y1": pl.Float64,
+            io.BytesIO(source) if isinstance(source, bytes) else source, has_header=False,
+            new_columns=list(_COLUMNS), quote_char=None, missing_columns="insert",
+            schema_overrides={"video_id": pl.String, "timestamp": ts_type, "x1": pl.Float64, "y1": pl.Float64,
                               "x2": pl.Float64, "y2": pl.Float64, "action_id": pl.Int64, "score": pl.Float64})
     except Exception:  # noqa: BLE001 - any parse problem: the Python reader names the line
         return None
@@ -223,13 +248,10 @@ def _column_counts(df) -> tuple[np.ndarray | None, np.ndarray | None]:
 def _raw_from_frame(df, ncol: np.ndarray, lineno: np.ndarray) -> _RawRows | None:
     import polars as pl
 
-    vid_ts = df.select("video_id", "timestamp")
-    if vid_ts.select((pl.col("video_id").str.len_bytes() == 0).any()).item():
+    if df.select((pl.col("video_id").str.len_bytes() == 0).any()).item():
         return None
-    boxes = df.select(_BOX_NAMES).to_numpy().astype(np.float64, copy=False)
     labels = df["action_id"].fill_null(0).to_numpy().astype(np.int64, copy=False)
-    scores = df["score"].fill_null(1.0).to_numpy().astype(np.float64, copy=False)
-    return _RawRows(None, None, vid_ts, lineno, ncol, boxes, labels, scores)
+    return _RawRows(None, None, df, lineno, ncol, labels)
 
 
 def _parse_python(data: bytes, path: str, allowed: tuple[int, ...], what: str) -> _RawRows:
@@ -267,7 +289,7 @@ def _parse_python(data: bytes, path: str, allowed: tuple[int, ...], what: str) -
         labels.append(label)
         scores.append(score)
     return _RawRows(vids, ts, None, np.array(lineno, np.int64), np.array(ncols, np.int64),
-                    np.array(boxes, np.float64).reshape(-1, 4), np.array(labels, np.int64),
+                    np.array(labels, np.int64), np.array(boxes, np.float64).reshape(-1, 4),
                     np.array(scores, np.float64))
 
 
@@ -315,13 +337,15 @@ def _factorize_keys(raw: _RawRows, path: str, mode: str) -> tuple[np.ndarray, li
         pairs = ((v, t, first_row[d]) for (v, t), d in index.items())
     key_index: dict[str, int] = {}
     key_of_text = []
-    for vid, t, row in pairs:
+    official = mode == "official"
+    setdefault = key_index.setdefault
+    for vid, t, row in pairs:  # the key formats of make_image_key, inlined (one call per distinct keyframe)
         try:
-            k = make_image_key(vid, float(t) if mode == "official" else int(t), mode)
+            k = "%s,%.6f" % (vid, float(t)) if official else "%s,%04d" % (vid, int(t))
         except ValueError:
-            kind = "a number" if mode == "official" else "an integer"
+            kind = "a number" if official else "an integer"
             raise AVAFormatError(f"{path}:{raw.lineno[row]}: timestamp must be {kind}, got {t!r}") from None
-        key_of_text.append(key_index.setdefault(k, len(key_index)))
+        key_of_text.append(setdefault(k, len(key_index)))
     run = np.cumsum(head) - 1
     return np.asarray(key_of_text, np.int64)[np.asarray(text_of_head, np.int64)][run], list(key_index)
 
@@ -346,46 +370,44 @@ def read_ava_csv(path: str | os.PathLike, kind: str = "gt", mode: str = "mmactio
     if unknown_class not in ("skip", "error"):
         raise ValueError(f"unknown_class must be 'skip' or 'error', got {unknown_class!r}")
     path = str(path)
-    if data is None:
-        data = _read_bytes(path)
     allowed = (2, 7, 8) if kind == "gt" else (2, 8)
     what = "ground-truth" if kind == "gt" else "detection"
-    raw = _parse_polars(data, allowed) if data.strip() else None
-    if raw is None or not _finite(raw):
-        raw = _parse_python(data, path, allowed, what)
+    if data is None and not os.path.isfile(path):
+        _read_bytes(path)  # the error names the file
+    raw = _parse_polars(path if data is None else data, allowed, mode)
+    if raw is None or not raw.all_finite():
+        raw = _parse_python(_read_bytes(path) if data is None else data, path, allowed, what)
     key_idx, keys = _factorize_keys(raw, path, mode)
-    box_rows = raw.ncol >= 7
-    num_empty = int(len(box_rows) - box_rows.sum())
-    sel = np.flatnonzero(box_rows) if num_empty else slice(None)
-    lineno, key_idx = raw.lineno[sel], key_idx[sel]
-    labels, boxes, scores = raw.labels[sel], raw.boxes[sel], raw.scores[sel]
-    if len(labels) and labels.min() < 1:
-        i = int(np.argmax(labels < 1))
-        raise AVAFormatError(f"{path}:{lineno[i]}: action id must be >= 1, got {labels[i]}")
+    keep = raw.ncol >= 7
+    num_empty = int(len(keep) - keep.sum())
+    labels = raw.labels
+    box_labels = labels[keep] if num_empty else labels
+    if len(box_labels) and box_labels.min() < 1:
+        i = int(np.flatnonzero(keep & (labels < 1))[0])
+        raise AVAFormatError(f"{path}:{raw.lineno[i]}: action id must be >= 1, got {labels[i]}")
     skipped: dict[int, int] = {}
-    if class_whitelist is not None and len(labels):
-        wl = np.zeros(max(int(labels.max()), max(class_whitelist, default=0)) + 1, bool)
+    if class_whitelist is not None and len(box_labels):
+        wl = np.zeros(max(int(box_labels.max()), max(class_whitelist, default=0)) + 1, bool)
         wl[[int(c) for c in class_whitelist]] = True
-        keep = wl[labels]
-        if not keep.all():
+        listed = wl[labels]
+        if not listed[keep].all():
+            unlisted = keep & ~listed
             if unknown_class == "error":
-                i = int(np.argmax(~keep))
-                raise AVAFormatError(f"{path}:{lineno[i]}: action id {labels[i]} is not in the label map")
-            cnt = np.bincount(labels[~keep])
+                i = int(np.flatnonzero(unlisted)[0])
+                raise AVAFormatError(f"{path}:{raw.lineno[i]}: action id {labels[i]} is not in the label map")
+            cnt = np.bincount(labels[unlisted])
             skipped = {int(i): int(cnt[i]) for i in np.flatnonzero(cnt)}
-            k = np.flatnonzero(keep)
-            lineno, key_idx, labels, boxes, scores = lineno[k], key_idx[k], labels[k], boxes[k], scores[k]
-    rows = AVARows(path, mode, keys, key_idx, boxes, labels, scores, lineno, skipped, num_empty)
+            keep &= listed
+    rows = None if keep.all() else np.flatnonzero(keep)
+    boxes, scores = raw.boxes_scores(rows)
+    sel = slice(None) if rows is None else rows
+    rows_out = AVARows(path, mode, keys, key_idx[sel], boxes, labels[sel], scores, raw.lineno[sel], skipped,
+                       num_empty)
     if kind == "gt":
-        _check_gt_boxes(path, boxes, lineno)
+        _check_gt_boxes(path, boxes, rows_out.lineno)
     else:
-        _count_unusual_detections(rows)
-    return rows
-
-
-def _finite(raw: _RawRows) -> bool:
-    boxes = raw.boxes if raw.ncol.min(initial=8) >= 7 else raw.boxes[raw.ncol >= 7]
-    return bool(np.isfinite(boxes).all() and np.isfinite(raw.scores).all())
+        _count_unusual_detections(rows_out)
+    return rows_out
 
 
 def _check_gt_boxes(path: str, boxes: np.ndarray, lineno: np.ndarray) -> None:

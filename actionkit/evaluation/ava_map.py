@@ -179,7 +179,6 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     dorder = dorder[np.argsort(det.labels[dorder].astype(lab_t), kind="stable")]  # (class, key rank, within)
     d_lab = det.labels[dorder]
     d_scores = det.scores[dorder]
-    d_boxes = det.boxes[dorder]
     d_gkey = d2g[det.key[dorder]]
     stats["det_rows_evaluated"] = int(len(dorder))
 
@@ -202,7 +201,8 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
             pd = np.repeat(np.arange(len(di)), cnt)
             local = np.arange(tot) - seg[pd]
             pg = lo[di][pd] + local
-            ious = _iou_pairs(d_boxes[di[pd]], g_boxes[pg])
+            # boxes only of the detections that have candidate GT boxes (one gather, not one per detection)
+            ious = _iou_pairs(det.boxes[dorder[di[pd]]], g_boxes[pg])
             mx = np.maximum.reduceat(ious, seg)
             first_max = np.minimum.reduceat(np.where(ious == mx[pd], local, tot), seg)
             best = lo[di] + first_max
