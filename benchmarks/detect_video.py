@@ -58,7 +58,7 @@ def boxes_csv(path: Path, keyframes: list[int]) -> Path:
 def random_checkpoint(cfg: Path, out: Path, options: list[str] | None = None) -> Path:
     import torch
 
-    from actionkit.engine.checkpoint import save_checkpoint
+    from actionkit.checkpoint import save_checkpoint
     from actionkit.models.builder import build_model_from_config
 
     torch.manual_seed(0)

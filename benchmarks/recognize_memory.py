@@ -63,7 +63,7 @@ def write_config_and_checkpoint(work_dir: Path, num_clips: int = 10, short_side:
     import torch
 
     from actionkit.config import load_config
-    from actionkit.engine.checkpoint import save_checkpoint
+    from actionkit.checkpoint import save_checkpoint
     from actionkit.engine.entry import build_model, config_to_python
 
     model_cfg = load_config(TINY_CONFIG)

@@ -20,7 +20,7 @@ import torch
 
 from actionkit.config import load_config
 from actionkit.data.synthetic_ava import CLASSES, make_ava
-from actionkit.engine.checkpoint import save_checkpoint
+from actionkit.checkpoint import save_checkpoint
 from actionkit.engine.entry import build_model, config_to_python, test_main, train_main
 from actionkit.evaluation.ava_map import frame_map
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from actionkit.engine.checkpoint import (CheckpointError, get_rng_state, load_checkpoint, safe_load,
+from actionkit.checkpoint import (CheckpointError, get_rng_state, load_checkpoint, safe_load,
                                          save_checkpoint, set_rng_state)
 from actionkit.engine.schedule import LrScheduler
 

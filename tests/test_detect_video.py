@@ -32,7 +32,7 @@ def synthetic(tmp_path_factory):
     """Synthetic AVA videos (2 val videos of 4 keyframes at 15 fps, 160x120), a config reading them as
     videos, and a random-weight checkpoint of the tiny SlowOnly detector."""
     from actionkit.data.synthetic_ava import make_ava
-    from actionkit.engine.checkpoint import save_checkpoint
+    from actionkit.checkpoint import save_checkpoint
     from actionkit.models.builder import build_model_from_config
 
     root = tmp_path_factory.mktemp("detect")
@@ -174,7 +174,7 @@ def test_two_people_end_to_end(with_detector, tmp_path, capsys, monkeypatch):
     random weights (made to call every proposal a person): frame count, size, fps and a drawn box."""
     video = require_shared(TWO_PEOPLE)
     from actionkit.config import load_config
-    from actionkit.engine.checkpoint import save_checkpoint
+    from actionkit.checkpoint import save_checkpoint
     from actionkit.models.builder import build_model_from_config
 
     torch.manual_seed(0)
@@ -364,7 +364,7 @@ def test_lfb_model_on_a_video_equals_dataset_path(tmp_path, capsys):
     lfb` builds, then tools/test.py on the LFB config) on the same keyframes, and eval-ava agrees."""
     from actionkit.config import load_config
     from actionkit.data.synthetic_ava import make_ava
-    from actionkit.engine.checkpoint import save_checkpoint
+    from actionkit.checkpoint import save_checkpoint
     from actionkit.engine.entry import config_to_python, test_main
     from actionkit.engine.lfb_workflow import build_infer_config
     from actionkit.evaluation.ava_map import frame_map

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from actionkit.engine.checkpoint import safe_load
+from actionkit.checkpoint import safe_load
 from actionkit.engine.distributed import DistributedTestSampler, EpochBatchSampler, SeededDataset
 from actionkit.engine.entry import test_main as run_test_main
 from actionkit.engine.entry import train_main

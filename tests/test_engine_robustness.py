@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import actionkit.utils as ak_utils
-from actionkit.engine.checkpoint import CheckpointError, load_checkpoint, safe_load, save_checkpoint
+from actionkit.checkpoint import CheckpointError, load_checkpoint, safe_load, save_checkpoint
 from actionkit.engine.entry import test_main as run_test_main
 from actionkit.engine.entry import train_main
 from actionkit.engine.train import NonFiniteTrainingError

@@ -21,7 +21,7 @@ from torch import nn
 from actionkit import load_config
 from actionkit.data.synthetic_ava import make_ava
 from actionkit.data.synthetic_kinetics import make_kinetics
-from actionkit.engine.checkpoint import save_checkpoint
+from actionkit.checkpoint import save_checkpoint
 from actionkit.engine.entry import build_model, config_to_python
 from actionkit.engine.entry import test_main as run_test_main
 from actionkit.engine.fast import (FastInferenceModel, FastPathOptions, can_compile, native_bf16,
@@ -250,7 +250,7 @@ def test_train_amp_channels_last_tracks_float32(ava_cfg, tmp_path):
     demo detector with channels_last_3d weights and its losses track the float32 run's."""
     import json
 
-    from actionkit.engine.checkpoint import safe_load
+    from actionkit.checkpoint import safe_load
     from actionkit.engine.entry import train_main
 
     cfg_path = tmp_path / "cfg.py"

@@ -21,7 +21,7 @@ from actionkit.cli.recognize import main as recognize_main
 from actionkit.config import load_config
 from actionkit.data.decode import DecodeError, PyAVReader
 from actionkit.data.synthetic_kinetics import make_kinetics
-from actionkit.engine.checkpoint import CheckpointError, save_checkpoint
+from actionkit.checkpoint import CheckpointError, save_checkpoint
 from actionkit.engine.entry import build_model, config_to_python
 from actionkit.engine.entry import test_main as run_test_main
 from actionkit.inference.recognition import (InputError, inference_recognizer, init_recognizer,

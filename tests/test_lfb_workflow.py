@@ -38,7 +38,7 @@ def tiny_lt(tmp_path, monkeypatch, one_thread):
     """cwd = tmp_path holding tiny synthetic data (2 train / 1 val videos of 12 keyframes) and a baseline ckpt."""
     from actionkit.config import load_config
     from actionkit.data.synthetic_ava import make_ava
-    from actionkit.engine.checkpoint import save_checkpoint
+    from actionkit.checkpoint import save_checkpoint
     from actionkit.engine.entry import build_model
 
     monkeypatch.chdir(tmp_path)
@@ -115,7 +115,7 @@ def test_workflow_refuses_non_lfb_config(tmp_path):
 def test_workflow_end_to_end_skip_and_resume(tiny_lt, capsys):
     """banks -> train -> test; rerun after simulated interruptions recomputes only what is missing/invalid."""
     from actionkit.cli import main as cli_main
-    from actionkit.engine.checkpoint import copy_checkpoint
+    from actionkit.checkpoint import copy_checkpoint
     from actionkit.data.feature_bank import FeatureBank
 
     argv = ["lfb", str(LFB_NL_CFG), "--baseline", "baseline.pth", "--work-dir", "wd", "--seed", "0", *TINY_OPTS]

@@ -23,7 +23,7 @@ import torch
 
 from actionkit import load_config
 from actionkit.data.synthetic_kinetics import make_kinetics
-from actionkit.engine.checkpoint import safe_load
+from actionkit.checkpoint import safe_load
 from actionkit.engine.entry import test_main as run_test_main
 from actionkit.engine.entry import train_main
 

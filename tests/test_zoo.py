@@ -18,7 +18,7 @@ from actionkit import zoo
 from actionkit.cli import main as cli_main
 from actionkit.cli import models as models_cli
 from actionkit.config import load_config
-from actionkit.engine.checkpoint import load_checkpoint, safe_load
+from actionkit.checkpoint import load_checkpoint, safe_load
 from actionkit.models.builder import build_model_from_config
 
 from conftest import GOLDEN_KEYS, REPO, SHARED_DATA, require_shared

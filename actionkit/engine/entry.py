@@ -15,7 +15,7 @@ from .. import __version__
 from ..config import Config, load_config, to_plain
 from ..registry import MODELS
 from ..utils import atomic_save_text
-from .checkpoint import load_checkpoint
+from ..checkpoint import load_checkpoint
 from .distributed import barrier, get_dist_info, init_dist, launched_by_torchrun, sync_random_seed
 from .logging import get_logger
 from ..models.builder import _clear_pretrained

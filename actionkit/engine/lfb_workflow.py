@@ -56,7 +56,7 @@ def bank_status(path: str | Path, channels: int | None = None) -> tuple[bool, st
 
 def checkpoint_status(path: str | Path) -> tuple[bool, str]:
     """``(valid, description)``: the file exists and its state dict loads (``weights_only=True``)."""
-    from .checkpoint import extract_state_dict, safe_load
+    from ..checkpoint import extract_state_dict, safe_load
 
     path = Path(path)
     if not path.is_file():
@@ -74,7 +74,7 @@ def checkpoint_status(path: str | Path) -> tuple[bool, str]:
 
 def _finished_epochs(path: str | Path) -> int:
     """Complete epochs recorded in a checkpoint's meta (0 when mid-epoch or unknown)."""
-    from .checkpoint import safe_load
+    from ..checkpoint import safe_load
 
     meta = (safe_load(path, map_location="cpu") or {}).get("meta") or {}
     if int(meta.get("inner_iter", 0) or 0) != 0:
@@ -84,7 +84,7 @@ def _finished_epochs(path: str | Path) -> int:
 
 def _baseline_in_channels(checkpoint: str | Path) -> int:
     """``in_channels`` of the baseline's bbox head: the input width of ``roi_head.bbox_head.fc_cls``."""
-    from .checkpoint import extract_state_dict, safe_load
+    from ..checkpoint import extract_state_dict, safe_load
 
     sd = extract_state_dict(safe_load(checkpoint, map_location="cpu"), checkpoint)
     for key in ("roi_head.bbox_head.fc_cls.weight", "module.roi_head.bbox_head.fc_cls.weight"):
@@ -221,7 +221,7 @@ def run_lfb_workflow(config: str | Path, baseline: str | Path, work_dir: str | P
         t0 = time.time()
         if latest_ok and _finished_epochs(latest) >= max_epochs:
             # interrupted after the last epoch's latest.pth but before epoch_N.pth: nothing left to train
-            from .checkpoint import copy_checkpoint
+            from ..checkpoint import copy_checkpoint
 
             _say(f"train: {latest_desc} already holds the final epoch - copied to {final_ckpt}")
             copy_checkpoint(latest, final_ckpt)

@@ -30,7 +30,7 @@ from ..data.kinetics import check_labels_fit_model
 from ..data.pipeline import DeferredNormalizeDataset
 from ..registry import DATASETS, ConfigError
 from ..utils import WorkDirLock, WorkDirLockedError, ensure_directory, remove_stale_temp_files
-from .checkpoint import (CheckpointError, check_finite, copy_checkpoint, extract_state_dict, get_rng_state,
+from ..checkpoint import (CheckpointError, check_finite, copy_checkpoint, extract_state_dict, get_rng_state,
                          load_checkpoint, load_state_dict, nonfinite_tensors, safe_load, save_checkpoint,
                          set_rng_state)
 from .distributed import (DistributedTestSampler, EpochBatchSampler, SeededDataset, all_gather_object,

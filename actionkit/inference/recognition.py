@@ -87,7 +87,7 @@ def _num_classes_of(state_dict: Mapping[str, torch.Tensor], model: nn.Module) ->
 def load_recognizer_checkpoint(model: nn.Module, filename: str | os.PathLike,
                                config_name: str | None = None) -> dict:
     """Load ``filename`` strictly (safe loader); a checkpoint of another number of classes is named as such."""
-    from ..engine.checkpoint import CheckpointError, extract_state_dict, load_state_dict, safe_load
+    from ..checkpoint import CheckpointError, extract_state_dict, load_state_dict, safe_load
 
     ckpt = safe_load(filename, map_location="cpu")
     state_dict = {re.sub(r"^module\.", "", k): v for k, v in extract_state_dict(ckpt, filename).items()}

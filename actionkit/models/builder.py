@@ -80,7 +80,7 @@ def build_model_from_config(config: str | os.PathLike | Mapping[str, Any] | Conf
     if init_weights and checkpoint is None and hasattr(model, "init_weights"):
         model.init_weights()
     if checkpoint is not None:
-        from ..engine.checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
 
         load_checkpoint(model, str(checkpoint), map_location="cpu", strict=strict)
         model.eval()

@@ -135,7 +135,7 @@ class FBONonLocal(nn.Module):
     def init_weights(self, pretrained: str | None = None) -> None:
         """Kaiming init, or (``pretrained`` a path) load FBO weights from a checkpoint (strict=False)."""
         if isinstance(pretrained, (str, os.PathLike)):
-            from ..engine.checkpoint import load_checkpoint
+            from ..checkpoint import load_checkpoint
             load_checkpoint(self, pretrained, strict=False)
             return
         if pretrained is not None:

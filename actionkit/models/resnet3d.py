@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils import checkpoint as cp
 
+from actionkit.checkpoint import extract_state_dict, load_checkpoint, safe_load
 from actionkit.models.common import ConvModule, _triple, build_activation, constant_init_, kaiming_init_
 from actionkit.models.nonlocal3d import NonLocal3d
 from actionkit.registry import MODELS
@@ -73,38 +74,16 @@ def _check_local_file(name: str, what: str) -> str:
 
 
 def load_state_dict_file(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, torch.Tensor]:
-    """Read a state dict from a local ``.pth`` file (``weights_only=True``; ``{'state_dict': ...}`` unwrapped)."""
+    """The state dict of a local ``.pth`` file, read by the project's safe loader (``{'state_dict': ...}``
+    unwrapped)."""
     name = _check_local_file(os.fspath(path), what)
-    try:
-        obj = torch.load(name, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise RuntimeError(f"{name}: cannot read {what} with torch.load(weights_only=True) (only plain "
-                           f"tensor state dicts are accepted here): {exc}") from exc
-    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping):
-        raise RuntimeError(f"{name}: expected a state dict (mapping of name -> tensor), got {type(obj).__name__}")
-    return {str(k): v for k, v in obj.items()}
+    return {str(k): v for k, v in extract_state_dict(safe_load(name), name).items()}
 
 
 def load_3d_checkpoint(module: nn.Module, path: str, strict: bool = False) -> None:
     """Load a full 3D checkpoint into ``module`` (the ``pretrained2d=False`` / SlowFast path)."""
     path = _check_local_file(os.fspath(path), "3D checkpoint")
-    try:
-        from actionkit.engine.checkpoint import load_checkpoint  # the shared loader when present
-    except ImportError:
-        load_checkpoint = None
-    if load_checkpoint is not None:
-        load_checkpoint(module, path, map_location="cpu", strict=strict, logger=logger)
-        return
-    sd = load_state_dict_file(path)
-    if sd and all(k.startswith("module.") for k in sd):
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    missing, unexpected = module.load_state_dict(sd, strict=strict)
-    if missing:
-        logger.warning("missing keys in %s: %s", path, ", ".join(missing))
-    if unexpected:
-        logger.warning("unexpected keys in %s: %s", path, ", ".join(unexpected))
+    load_checkpoint(module, path, map_location="cpu", strict=strict, logger=logger)
 
 
 # ----------------------------------------------------------------------------------------------

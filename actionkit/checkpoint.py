@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..utils import atomic_write
+from .utils import atomic_write
 
 _LOG = logging.getLogger("actionkit")
 
@@ -206,7 +206,7 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
     The CRC-32 of every record of a zip checkpoint is checked first (:func:`verify_zip_records`): a damaged
     file fails instead of loading altered weights.
     """
-    from ..zoo import is_checkpoint_reference, resolve_checkpoint
+    from .zoo import is_checkpoint_reference, resolve_checkpoint
 
     if is_checkpoint_reference(filename):
         filename = resolve_checkpoint(filename)
