@@ -1,7 +1,7 @@
 """actionkit: video action recognition (Kinetics) and spatio-temporal detection (AVA) in plain PyTorch."""
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: E402
 
 from .config import Config, load_config  # noqa: E402
 from .registry import ConfigError  # noqa: E402

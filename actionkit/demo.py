@@ -36,7 +36,7 @@ def _data_ready(data_dir: Path, seed: int | None = None, data_args: dict | None 
     if not info.is_file():
         return False
     meta = json.loads(info.read_text())
-    from .data.synthetic_ava import FORMAT_VERSION
+    from .synthetic.ava import FORMAT_VERSION
 
     if meta.get("format") != FORMAT_VERSION:      # written by an older generator: different data
         return False
@@ -96,7 +96,8 @@ def proposal_recall(ann_file: str | os.PathLike, proposal_file: str | os.PathLik
     """
     import torch
 
-    from .data.ava import load_proposals, read_ava_csv, read_exclusions
+    from .data.ava import read_ava_csv, read_exclusions
+    from .data.ava_proposals import load_proposals
     from .models.roi import bbox_overlaps
 
     excluded = read_exclusions(exclude_file)

@@ -49,7 +49,7 @@ import torch
 from actionkit.data.decode import FrameFolderReader, open_video
 from actionkit.data.kinetics import RawframeDataset, VideoDataset
 from actionkit.data.pipeline import Compose
-from actionkit.data.synthetic_kinetics import render_clip, write_frame_folder, write_video
+from actionkit.synthetic.kinetics import render_clip, write_frame_folder, write_video
 from actionkit.engine.test import prepare_batch
 from actionkit.engine.train import auto_collate, loader_dataset
 

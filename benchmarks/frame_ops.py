@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     if jpeg.exists():
         data = np.fromfile(jpeg, np.uint8)
     else:  # a textured 340x256 frame, JPEG quality 90 like the synthetic writer
-        from actionkit.data.synthetic_kinetics import render_clip
+        from actionkit.synthetic.kinetics import render_clip
 
         frame = render_clip(np.random.default_rng(0), 0, 4, (340, 256), 1)[0]
         data = cv2.imencode(".jpg", frame[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1]

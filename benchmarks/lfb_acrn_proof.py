@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Do long-term feature banks and ACRN help where they should?  An end-to-end check on synthetic data.
 
-The synthetic AVA generator (``actionkit.data.synthetic_ava``) with ``extra_groups=('relation', 'event', 'flash')``
+The synthetic AVA generator (``actionkit.synthetic.ava``) with ``extra_groups=('relation', 'event', 'flash')``
 adds
 
 * an **event** class ("flash 5-25 s before or after"): the label depends on a scene-wide flash 5-25 s away from the
@@ -76,7 +76,7 @@ def group_ap(results_csv: Path, data_dir: Path) -> dict:
 
 def make_data(data_dir: Path, seed: int, num_train: int, num_val: int, num_keyframes: int,
               actors: tuple[int, int] = (3, 4), flashes: list[int] | None = None, flash_s: int = 1) -> float:
-    from actionkit.data.synthetic_ava import FORMAT_VERSION, make_ava
+    from actionkit.synthetic.ava import FORMAT_VERSION, make_ava
 
     want = dict(seed=seed, num_train=num_train, num_val=num_val, num_keyframes=num_keyframes, actors=list(actors),
                 format=FORMAT_VERSION, flashes=flashes, flash_s=flash_s)

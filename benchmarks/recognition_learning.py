@@ -1,6 +1,6 @@
 """Learning benchmark: the tiny I3D config on the synthetic motion-direction Kinetics data (CPU).
 
-Generates ``--videos`` train / ``--val-videos`` val clips with ``actionkit.data.synthetic_kinetics.make_kinetics``
+Generates ``--videos`` train / ``--val-videos`` val clips with ``actionkit.synthetic.kinetics.make_kinetics``
 (frame folders), trains ``configs/recognition/synthetic/i3d_r18_tiny_8x3x1_synthetic_kinetics_rgb.py`` through
 ``train_main`` (the ``tools/train.py`` command line) for ``--epochs`` epochs, then tests the last checkpoint
 through ``test_main`` (the ``tools/test.py`` command line; 3 clips per video) with the frames in order and
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from actionkit import load_config
-from actionkit.data.synthetic_kinetics import make_kinetics
+from actionkit.synthetic.kinetics import make_kinetics
 from actionkit.engine.entry import test_main, train_main
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,7 +34,7 @@ MODES = {  # name -> (bf16 autocast, channels_last_3d)
 
 def load_batches(data_dir: Path, iters: int, batch_size: int, seed: int, videos: int) -> tuple[Any, list]:
     """The demo config and ``iters`` train batches of the demo data (written to ``data_dir`` when absent)."""
-    from actionkit.data.synthetic_ava import make_ava
+    from actionkit.synthetic.ava import make_ava
     from actionkit.demo import DEMO_DATA, _data_ready, demo_config
     from actionkit.engine.test import prepare_batch
     from actionkit.engine.train import build_train_loader

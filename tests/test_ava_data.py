@@ -9,9 +9,14 @@ import numpy as np
 import pytest
 
 from actionkit.cli.convert_proposals import main as convert_proposals_cli
-from actionkit.data.ava import (
-    AVADataset, AVAFormatError, SampleAVAFrames, UnsafePickleError, convert_proposals,
-    load_proposals, load_proposals_npz, load_proposals_pkl, read_ava_csv, read_exclusions, save_proposals_npz,
+from actionkit.data.ava import AVADataset, AVAFormatError, SampleAVAFrames, read_ava_csv, read_exclusions
+from actionkit.data.ava_proposals import (
+    UnsafePickleError,
+    convert_proposals,
+    load_proposals,
+    load_proposals_npz,
+    load_proposals_pkl,
+    save_proposals_npz,
 )
 from actionkit.registry import DATASETS, PIPELINES, ConfigError
 

@@ -1,4 +1,4 @@
-"""End-to-end AVA detection on the synthetic data (actionkit.data.synthetic_ava).
+"""End-to-end AVA detection on the synthetic data (actionkit.synthetic.ava).
 
 1. Learning: a tiny SlowOnly detector trained through ``train_main`` on ``make_ava`` data (the five motion classes,
    ``custom_classes``) reaches a frame AP on 'walk left' / 'walk right' far above what the same model reaches
@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from actionkit.config import load_config
-from actionkit.data.synthetic_ava import CLASSES, make_ava
+from actionkit.synthetic.ava import CLASSES, make_ava
 from actionkit.checkpoint import save_checkpoint
 from actionkit.engine.entry import build_model, config_to_python, test_main, train_main
 from actionkit.evaluation.ava_map import frame_map

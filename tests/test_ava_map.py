@@ -728,7 +728,7 @@ def test_non_utf8_files_name_the_file_and_line(tmp_path):
 
 def test_fast_and_line_by_line_readers_agree(tmp_path):
     """The polars fast path and the Python reader give the same rows (incl. mixed 2/7/8-column ground truth)."""
-    from actionkit.evaluation import ava_csv
+    from actionkit.data import ava_csv
 
     rng = np.random.default_rng(3)
     lines = []

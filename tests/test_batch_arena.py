@@ -14,7 +14,7 @@ from actionkit.data import collate as collate_mod
 from actionkit.data.collate import collate_recognition, shared_batch_items
 from actionkit.data.kinetics import RawframeDataset
 from actionkit.data.pipeline import ReusedOutputs, deferred_normalization
-from actionkit.data.synthetic_kinetics import write_frame_folder
+from actionkit.synthetic.kinetics import write_frame_folder
 from actionkit.engine.test import prepare_batch
 from actionkit.engine.train import loader_dataset
 

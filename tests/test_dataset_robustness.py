@@ -12,9 +12,14 @@ import pytest
 
 from actionkit.data.annotations import UnreadableSkips, read_text_lines, resolve_under_prefix
 from actionkit.data.ava import (
-    PROPOSAL_CLIP_TOLERANCE, AVADataset, AVAFormatError, SampleAVAFrames, load_proposals, read_ava_csv,
-    read_exclusions, read_label_ids, save_proposals_npz,
+    AVADataset,
+    AVAFormatError,
+    SampleAVAFrames,
+    read_ava_csv,
+    read_exclusions,
+    read_label_ids,
 )
+from actionkit.data.ava_proposals import PROPOSAL_CLIP_TOLERANCE, load_proposals, save_proposals_npz
 from actionkit.data.decode import DecodeError, RawFrameDecode
 from actionkit.data.kinetics import RawframeDataset, VideoDataset, check_labels_fit_model
 from actionkit.registry import ConfigError

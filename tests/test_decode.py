@@ -6,7 +6,7 @@ import pytest
 
 from actionkit.data import decode as D
 from actionkit.data.decode import DecodeError, FrameFolderReader, open_video
-from actionkit.data.synthetic_kinetics import write_frame_folder, write_video
+from actionkit.synthetic.kinetics import write_frame_folder, write_video
 from actionkit.registry import PIPELINES, ConfigError
 
 H, W = 48, 64

@@ -19,7 +19,7 @@ import pytest
 
 from actionkit.data import decode as D
 from actionkit.data.decode import DecodeError, open_video
-from actionkit.data.synthetic_kinetics import write_video
+from actionkit.synthetic.kinetics import write_video
 from actionkit.registry import PIPELINES
 
 H, W = 48, 64

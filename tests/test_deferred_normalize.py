@@ -15,9 +15,10 @@ import torch.multiprocessing  # noqa: F401  (registers torch's reducers in Forki
 from actionkit.data import collate as collate_mod
 from actionkit.data.collate import collate_ava, collate_recognition
 from actionkit.data.decode import FrameFolderReader, decode_image
-from actionkit.data.pipeline import (DEFERRED_NORMALIZE_KEY, Compose, DeferredNormalize, DeferredNormalizeDataset,
+from actionkit.data.pipeline import (DEFERRED_NORMALIZE_KEY, Compose, DeferredNormalize,
                                      apply_deferred_normalize, clip_to_ncthw, deferred_normalization)
 from actionkit.data.transforms import Normalize, imresize_clip
+from actionkit.engine.distributed import DeferredNormalizeDataset
 from actionkit.engine.test import prepare_batch
 from actionkit.engine.train import auto_collate, build_test_loader, build_train_loader
 

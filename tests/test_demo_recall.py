@@ -1,7 +1,7 @@
 """``actionkit.demo.proposal_recall``: the share of annotated people that the score-filtered proposals cover."""
 import numpy as np
 
-from actionkit.data.ava import save_proposals_npz
+from actionkit.data.ava_proposals import save_proposals_npz
 from actionkit.demo import proposal_recall
 
 

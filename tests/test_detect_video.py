@@ -31,7 +31,7 @@ def _write_config(path: Path, base: Path, ava: Path, proposal_file: str = "propo
 def synthetic(tmp_path_factory):
     """Synthetic AVA videos (2 val videos of 4 keyframes at 15 fps, 160x120), a config reading them as
     videos, and a random-weight checkpoint of the tiny SlowOnly detector."""
-    from actionkit.data.synthetic_ava import make_ava
+    from actionkit.synthetic.ava import make_ava
     from actionkit.checkpoint import save_checkpoint
     from actionkit.models.builder import build_model_from_config
 
@@ -263,7 +263,7 @@ def test_bad_options(synthetic, option, value, message, capsys):
 
 
 def test_boxes_file_of_another_video(synthetic, tmp_path, capsys):
-    from actionkit.data.ava import load_proposals, save_proposals_npz
+    from actionkit.data.ava_proposals import load_proposals, save_proposals_npz
 
     props = load_proposals(synthetic["ann"] / "proposals_val.pkl")
     other = tmp_path / "other.npz"
@@ -363,7 +363,7 @@ def test_lfb_model_on_a_video_equals_dataset_path(tmp_path, capsys):
     csv equals the dataset path (bank inferred by tools/test.py with the LFBInferHead config that `actionkit
     lfb` builds, then tools/test.py on the LFB config) on the same keyframes, and eval-ava agrees."""
     from actionkit.config import load_config
-    from actionkit.data.synthetic_ava import make_ava
+    from actionkit.synthetic.ava import make_ava
     from actionkit.checkpoint import save_checkpoint
     from actionkit.engine.entry import config_to_python, test_main
     from actionkit.engine.lfb_workflow import build_infer_config

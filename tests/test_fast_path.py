@@ -19,8 +19,8 @@ import torch
 from torch import nn
 
 from actionkit import load_config
-from actionkit.data.synthetic_ava import make_ava
-from actionkit.data.synthetic_kinetics import make_kinetics
+from actionkit.synthetic.ava import make_ava
+from actionkit.synthetic.kinetics import make_kinetics
 from actionkit.checkpoint import save_checkpoint
 from actionkit.engine.entry import build_model, config_to_python
 from actionkit.engine.entry import test_main as run_test_main

@@ -10,7 +10,7 @@ import pytest
 from actionkit.data.decode import DecodeError
 from actionkit.data.pipeline import (Compose, FramewiseClip, NormalizeFormatShape, apply_deferred_normalize,
                                      deferred_normalization)
-from actionkit.data.synthetic_kinetics import write_frame_folder, write_video
+from actionkit.synthetic.kinetics import write_frame_folder, write_video
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]

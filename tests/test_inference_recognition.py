@@ -20,7 +20,7 @@ from actionkit.cli import main as actionkit_main
 from actionkit.cli.recognize import main as recognize_main
 from actionkit.config import load_config
 from actionkit.data.decode import DecodeError, PyAVReader
-from actionkit.data.synthetic_kinetics import make_kinetics
+from actionkit.synthetic.kinetics import make_kinetics
 from actionkit.checkpoint import CheckpointError, save_checkpoint
 from actionkit.engine.entry import build_model, config_to_python
 from actionkit.engine.entry import test_main as run_test_main
@@ -190,7 +190,7 @@ def test_outputs_hook_and_csv(kin, tmp_path):
 
 def test_batch_of_videos_of_different_sizes(kin, tmp_path):
     """Without a crop the clips of differently sized videos differ in shape: each gets its own forward."""
-    from actionkit.data.synthetic_kinetics import render_clip, write_video
+    from actionkit.synthetic.kinetics import render_clip, write_video
 
     rng = np.random.default_rng(5)
     videos = []

@@ -11,7 +11,7 @@ import torch
 from actionkit.data.collate import collate_ava, collate_recognition
 from actionkit.data.decode import DecodeError
 from actionkit.data.kinetics import RawframeDataset, VideoDataset
-from actionkit.data.synthetic_kinetics import make_kinetics
+from actionkit.synthetic.kinetics import make_kinetics
 from actionkit.registry import DATASETS, ConfigError
 
 NORM = dict(type="Normalize", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)

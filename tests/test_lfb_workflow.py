@@ -37,7 +37,7 @@ def one_thread():
 def tiny_lt(tmp_path, monkeypatch, one_thread):
     """cwd = tmp_path holding tiny synthetic data (2 train / 1 val videos of 12 keyframes) and a baseline ckpt."""
     from actionkit.config import load_config
-    from actionkit.data.synthetic_ava import make_ava
+    from actionkit.synthetic.ava import make_ava
     from actionkit.checkpoint import save_checkpoint
     from actionkit.engine.entry import build_model
 
@@ -91,7 +91,7 @@ def test_lt_configs_build():
 
 def test_flash_group_adds_only_its_class(tmp_path):
     """'flash' adds class 11 where the flash is visible at the keyframe and leaves the other labels unchanged."""
-    from actionkit.data.synthetic_ava import make_ava
+    from actionkit.synthetic.ava import make_ava
 
     kw = dict(seed=5, num_train=2, num_val=1, num_keyframes=40, write_videos=False)
     a = make_ava(tmp_path / "a", extra_groups=("relation", "event"), **kw)

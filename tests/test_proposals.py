@@ -44,7 +44,8 @@ def test_keyframe_seconds():
 
 @pytest.mark.parametrize("suffix", [".pkl", ".npz"])
 def test_layout_and_loaders(videos, tmp_path, suffix, capsys):
-    from actionkit.data.ava import AVADataset, convert_proposals, load_proposals
+    from actionkit.data.ava import AVADataset
+    from actionkit.data.ava_proposals import convert_proposals, load_proposals
 
     out = tmp_path / f"proposals{suffix}"
     stats = run_proposals(videos, out, BrightnessDetector(), fps=15, timestamp_start=900)
@@ -77,7 +78,7 @@ def test_layout_and_loaders(videos, tmp_path, suffix, capsys):
 
 
 def test_rerun_skips_finished_videos(videos, tmp_path):
-    from actionkit.data.ava import load_proposals
+    from actionkit.data.ava_proposals import load_proposals
 
     out = tmp_path / "p.pkl"
 
@@ -130,7 +131,7 @@ def test_cli_with_torchvision_detector(tmp_path, videos, capsys):
     from torchvision.models.detection import fasterrcnn_resnet50_fpn_v2
 
     from actionkit.cli import main
-    from actionkit.data.ava import load_proposals
+    from actionkit.data.ava_proposals import load_proposals
 
     torch.manual_seed(0)
     det = fasterrcnn_resnet50_fpn_v2(weights=None, weights_backbone=None, num_classes=91)

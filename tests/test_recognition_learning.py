@@ -1,6 +1,6 @@
 """Action recognition end to end: the tiny I3D config learns the synthetic motion-direction data.
 
-The synthetic Kinetics clips (``actionkit.data.synthetic_kinetics``) are labelled by the direction in which a
+The synthetic Kinetics clips (``actionkit.synthetic.kinetics``) are labelled by the direction in which a
 red disc moves; one frame carries no information about the label.  The tests train the shipped tiny config
 through ``train_main`` / ``tools/train.py`` and test it through ``test_main``:
 
@@ -22,7 +22,7 @@ import pytest
 import torch
 
 from actionkit import load_config
-from actionkit.data.synthetic_kinetics import make_kinetics
+from actionkit.synthetic.kinetics import make_kinetics
 from actionkit.checkpoint import safe_load
 from actionkit.engine.entry import test_main as run_test_main
 from actionkit.engine.entry import train_main

@@ -9,8 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from actionkit.data import synthetic_ava as syn
-from actionkit.data.ava import AVADataset, SampleAVAFrames, load_proposals, read_ava_csv, read_exclusions
+from actionkit.cli.make_synthetic import main as make_synthetic_main
+from actionkit.synthetic import ava as syn
+from actionkit.data.ava import AVADataset, SampleAVAFrames, read_ava_csv, read_exclusions
+from actionkit.data.ava_proposals import load_proposals
 from actionkit.evaluation.ava_map import read_labelmap
 
 SMALL = dict(num_train=2, num_val=1, num_keyframes=4, fps=15)
@@ -184,8 +186,8 @@ def test_deterministic_and_seeded(tmp_path):
 
 
 def test_cli(tmp_path, capsys):
-    assert syn.main(["ava", "--out", str(tmp_path / "o"), "--seed", "2", "--num-train", "1", "--num-val", "1",
-                     "--num-keyframes", "2", "--no-videos"]) == 0
+    assert make_synthetic_main(["ava", "--out", str(tmp_path / "o"), "--seed", "2", "--num-train", "1",
+                                "--num-val", "1", "--num-keyframes", "2", "--no-videos"]) == 0
     assert "wrote synthetic AVA" in capsys.readouterr().out
     info = json.loads((tmp_path / "o" / "dataset_info.json").read_text())
     assert info["seed"] == 2 and info["splits"]["train"]["num_keyframes"] == 2

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from actionkit.data.decode import FrameFolderReader, open_video
-from actionkit.data.synthetic_kinetics import class_names, main, make_kinetics, render_clip
+from actionkit.cli.make_synthetic import main
+from actionkit.synthetic.kinetics import class_names, make_kinetics, render_clip
 
 K = 4
 

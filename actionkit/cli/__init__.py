@@ -29,7 +29,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("actionkit.engine.entry", "train_main", "train a model from a config (MMAction2 tools/train.py)"),
     "test": ("actionkit.engine.entry", "test_main", "test a checkpoint (MMAction2 tools/test.py)"),
     "eval-ava": ("actionkit.cli.eval_ava", "main", "AVA frame mAP of a results csv"),
-    "make-synthetic": ("actionkit.data.synthetic", "main", "write synthetic Kinetics- or AVA-format data"),
+    "make-synthetic": ("actionkit.cli.make_synthetic", "main", "write synthetic Kinetics- or AVA-format data"),
     "demo": ("actionkit.cli.demo", "main", "synthetic AVA data -> train SlowOnly -> test -> mAP, video and chart"),
     "lfb": ("actionkit.cli.lfb", "main", "the whole Long-Term Feature Bank workflow"),
     "benchmark": ("actionkit.benchmark", "main", "model speed (videos/s, clips/s) and peak memory"),
@@ -127,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):
-        from .. import __version__
+        from ..version import __version__
 
         print(f"actionkit {__version__}")
         return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from ..data.ava import convert_proposals
+from ..data.ava_proposals import convert_proposals
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -31,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Half the cores for compute, the rest for the data-loader workers: oversubscribing a 2-core
     # machine made training steps many times slower (measured).
     torch.set_num_threads(a.threads or max(1, (os.cpu_count() or 2) // 2))
-    from ..data.synthetic_ava import make_ava
+    from ..synthetic.ava import make_ava
     from ..engine.entry import config_to_python, test_main, train_main
     from ..evaluation.ava_map import frame_map
     from ..utils import atomic_save_text

@@ -199,7 +199,7 @@ def run(args: argparse.Namespace) -> int:
 def _detect(args: argparse.Namespace, cfg: Any, video: Path, pipeline: Any, detector: Any, person_boxes: Any,
             keyframes: Sequence[Any], frames: Any, t0: float) -> int:
     from ..engine.logging import progress
-    from ..evaluation.ava_csv import format_result_rows
+    from ..data.ava_csv import format_result_rows
     from ..inference.detection import detect_video, top_labels
     from ..inference.video_writer import Mp4Writer, draw_detections, draw_note
     from ..labels import abbreviate, class_names_for_config

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..evaluation.ava_csv import AVAFormatError
+from ..data.ava_csv import AVAFormatError
 from ..evaluation.ava_map import frame_map
 from ..utils import atomic_write
 

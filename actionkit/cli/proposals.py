@@ -56,7 +56,7 @@ def video_proposals(video: str | Path, detector: Callable[[np.ndarray], np.ndarr
 def write_proposals(proposals: Mapping[str, np.ndarray], out: str | Path) -> None:
     """Write atomically: ``.npz`` (pickle-free, ``save_proposals_npz``) or a ``.pkl`` of a plain dict of
     float32 arrays."""
-    from ..data.ava import save_proposals_npz
+    from ..data.ava_proposals import save_proposals_npz
     from ..utils import atomic_write
 
     out = Path(out)
@@ -71,7 +71,7 @@ def write_proposals(proposals: Mapping[str, np.ndarray], out: str | Path) -> Non
 
 def read_finished(out: str | Path) -> dict[str, np.ndarray]:
     """The proposals already in ``out`` (empty when it does not exist), read with the safe loaders."""
-    from ..data.ava import load_proposals
+    from ..data.ava_proposals import load_proposals
 
     out = Path(out)
     return load_proposals(out) if out.exists() else {}

@@ -19,6 +19,11 @@ indices are read in one pass.
 Pipeline ops (registered with MMAction2 names in ``PIPELINES``): ``RawFrameDecode``, ``DecordInit`` /
 ``DecordDecode``, ``PyAVInit`` / ``PyAVDecode``, ``OpenCVInit`` / ``OpenCVDecode``, ``VideoInit`` /
 ``VideoDecode``.  decord is not a dependency: the Decord ops run on the PyAV reader.
+
+Why this module is long: the frame-accurate PyAV reader is one piece of state (packet index, decode-order
+numbering for AVI / MPEG-4 Part 2, seeks verified against keyframe checksums, the index cache) whose guarantee -
+the frames of a sequential decode - the other readers and the decode ops share (errors, frame-range checks,
+``iter_frames``); split across files, that one invariant would have no single place.
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@
   there is no DataContainer here; the AVA collate keeps per-sample lists itself).
 
 Deferred normalisation: inside ``with deferred_normalization():`` (the engine's loaders wrap their datasets
-in :class:`DeferredNormalizeDataset`) a pipeline whose fused ``Normalize`` + ``FormatShape('NCTHW')`` step is
+in the engine's ``DeferredNormalizeDataset``) a pipeline whose fused ``Normalize`` + ``FormatShape('NCTHW')`` step is
 only followed by ``Rename`` / ``ToTensor`` / ``ToDataContainer`` / ``Collect`` returns the clip as **uint8** in
 its final layout plus a :class:`DeferredNormalize` under ``DEFERRED_NORMALIZE_KEY``; the consumer calls
 :func:`apply_deferred_normalize` on the collated batch (after moving it to the device).  Workers then send a
@@ -17,6 +17,11 @@ channel, computed with the ``cv2`` calls of ``Normalize``.  Outside the context 
 
 This module is imported by ``actionkit.data.transforms`` so that its ops are registered whenever the
 pipeline registry loads its plugins.
+
+Why this module is long: ``Compose`` rewrites ``Normalize`` + ``FormatShape`` and decode + geometric steps into
+fused steps, and those steps are one contract with the deferred normalisation the engine finishes; keeping them
+beside the formatting ops they fuse keeps that contract in one file (making the normalisation an explicit
+engine-side step would remove most of it).
 """
 from __future__ import annotations
 
@@ -37,7 +42,7 @@ from actionkit.registry import PIPELINES, ConfigError
 
 __all__ = ["Compose", "FormatShape", "Collect", "ToTensor", "ImageToTensor", "Rename",
            "ToDataContainer", "to_tensor", "NormalizeFormatShape", "DeferredNormalize",
-           "DeferredNormalizeDataset", "DEFERRED_NORMALIZE_KEY", "deferred_normalization",
+           "DEFERRED_NORMALIZE_KEY", "deferred_normalization",
            "apply_deferred_normalize", "clip_to_ncthw", "empty_tensor", "FramewiseClip", "output_buffer"]
 
 DEFERRED_NORMALIZE_KEY = "deferred_normalize"
@@ -69,25 +74,6 @@ def deferred_normalization(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _DEFER_NORMALIZE.reset(token)
-
-
-class DeferredNormalizeDataset(torch.utils.data.Dataset):
-    """``dataset[key]`` under :func:`deferred_normalization` (what the engine's loaders iterate)."""
-
-    def __init__(self, dataset: Any):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: Any) -> Any:
-        with deferred_normalization():
-            return self.dataset[key]
-
-    def __getitems__(self, keys: Sequence[Any]) -> list:
-        from .collate import shared_batch_items  # collate imports this module
-
-        return shared_batch_items(self, keys)
 
 
 class Compose:

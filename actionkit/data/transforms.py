@@ -27,6 +27,10 @@ interpolation) to the final ``img_shape`` and applies the flip.
 Random draws use the same generators as MMAction2: numpy's global RNG for ``Flip``, ``RandomCrop``,
 ``RandomRescale`` and the ``RandomResizedCrop`` candidates; Python's ``random`` for ``MultiScaleCrop``'s
 choices and the ``RandomResizedCrop`` offsets.
+
+Why this module is long: it mirrors MMAction2 0.x's ``augmentations.py``: every transform the configs name
+(about fifteen, each with its ``plan()`` / ``FrameOp`` split and box handling) under its 0.x name, in one
+place, as a user of MMAction2 looks for them.
 """
 from __future__ import annotations
 

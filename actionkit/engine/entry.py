@@ -11,7 +11,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from .. import __version__
+from ..version import __version__
 from ..config import Config, load_config, to_plain
 from ..registry import MODELS
 from ..utils import atomic_save_text

@@ -6,6 +6,11 @@ pure function of ``(epoch, iteration)`` and checkpoints hold the model, optimize
 iteration, position inside the epoch and every rank's RNG states.  ``checkpoint_config.by_iter_interval=N``
 additionally writes ``latest.pth`` every N iterations inside an epoch; resuming from any checkpoint gives
 the same weights as an uninterrupted run.
+
+Why this module is long: ``train_model`` keeps the behaviour of mmcv 1.x's epoch runner and its hooks in one
+loop (checkpoints, evaluation and the best model, PreciseBN, exact resume accounting, non-finite guards, the
+work-dir lock) because resume exactness depends on their order; the loaders and batch preparation it needs sit
+beside it.
 """
 from __future__ import annotations
 
@@ -27,13 +32,13 @@ from torch.utils.data.dataloader import default_collate
 
 from ..config import to_plain
 from ..data.kinetics import check_labels_fit_model
-from ..data.pipeline import DeferredNormalizeDataset
 from ..registry import DATASETS, ConfigError
 from ..utils import WorkDirLock, WorkDirLockedError, ensure_directory, remove_stale_temp_files
 from ..checkpoint import (CheckpointError, check_finite, copy_checkpoint, extract_state_dict, get_rng_state,
                          load_checkpoint, load_state_dict, nonfinite_tensors, safe_load, save_checkpoint,
                          set_rng_state)
-from .distributed import (DistributedTestSampler, EpochBatchSampler, SeededDataset, all_gather_object,
+from .distributed import (DeferredNormalizeDataset, DistributedTestSampler, EpochBatchSampler, SeededDataset,
+                          all_gather_object,
                           broadcast_object, get_dist_info, is_dist, reduce_mean, sync_random_seed)
 from .logging import TrainLogger, get_logger
 from .optim import build_optimizer, clip_grads

@@ -12,7 +12,7 @@ Two modes, both reproducing their reference's numbers (including the order in wh
 
 Both: Pascal VOC all-points AP per class at IoU >= 0.5 with greedy matching in score order (each detection takes
 its first argmax-IoU GT box of the class, no fallback), ``np.argsort(scores)[::-1]`` ranking, mean over the
-label-map classes that have GT. The files are read by :mod:`actionkit.evaluation.ava_csv` (errors name file:line).
+label-map classes that have GT. The files are read by :mod:`actionkit.data.ava_csv` (errors name file:line).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .ava_csv import (  # noqa: F401 - re-exported: reading and writing the files lives in ava_csv
+from ..data.ava_csv import (  # noqa: F401 - re-exported: reading and writing the files lives in ava_csv
     MODES, AVAFormatError, AVARows, format_result_rows, make_image_key, read_ava_csv, read_exclusions, read_labelmap,
     results2csv,
 )

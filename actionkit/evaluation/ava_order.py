@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ava_csv import AVARows
+from ..data.ava_csv import AVARows
 
 __all__ = ["order_codes", "reference_order", "simulate_heaps", "tuple_codes"]
 

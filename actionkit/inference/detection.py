@@ -29,7 +29,8 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..data.ava import AVAFormatError, SampleAVAFrames, load_proposals
+from ..data.ava import AVAFormatError, SampleAVAFrames
+from ..data.ava_proposals import load_proposals
 from ..data.decode import DecodeError, record_decoded_shape
 
 __all__ = [

@@ -8,7 +8,7 @@
     DIR/annotations/{train,val}_excluded_timestamps.csv
     DIR/annotations/action_list.pbtxt            item { name: "..." id: N } label map (all classes evaluated)
     DIR/annotations/proposals_{train,val}.pkl    published format {'vid,0903': float64 [N, 5]}
-    DIR/annotations/proposals_{train,val}.npz    the pickle-free form (``actionkit.data.ava.load_proposals``)
+    DIR/annotations/proposals_{train,val}.npz    the pickle-free form (``actionkit.data.ava_proposals.load_proposals``)
     DIR/dataset_info.json                        fps, timestamps, classes, files and the AVADataset arguments
 
 Scene: a static textured background with 2-3 stick figures (coloured body with a stripe, head, two arms and
@@ -26,7 +26,6 @@ and a rule; ``dataset_info.json`` lists the groups present in ``class_groups``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -41,9 +40,9 @@ import cv2
 import numpy as np
 
 from ..utils import atomic_save_bytes, atomic_save_text
-from .ava import save_proposals_npz
+from ..data.ava_proposals import save_proposals_npz
 
-__all__ = ["CLASSES", "EXTRA_CLASSES", "SynthClass", "make_ava", "main"]
+__all__ = ["CLASSES", "EXTRA_CLASSES", "SynthClass", "make_ava"]
 
 
 @dataclass(frozen=True)
@@ -566,39 +565,3 @@ def make_ava(out_dir: str | os.PathLike, seed: int = 0, num_train: int = 8, num_
     atomic_save_text(out / "dataset_info.json", json.dumps(info, indent=2) + "\n")
     info["seconds"] = round(time.time() - t0, 2)
     return info
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``actionkit make-synthetic ava --out DIR [--seed N]`` (a leading ``ava`` argument is accepted)."""
-    argv = list(argv) if argv is not None else None
-    if argv and argv[0] == "ava":
-        argv = argv[1:]
-    parser = argparse.ArgumentParser(prog="actionkit make-synthetic ava",
-                                     description="Write a tiny synthetic AVA-format data set (frames, videos, csv, "
-                                                 "label map, proposals, dataset_info.json).")
-    parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-train", type=int, default=8, help="training videos")
-    parser.add_argument("--num-val", type=int, default=3, help="validation videos")
-    parser.add_argument("--num-keyframes", type=int, default=20, help="keyframes (seconds) per video")
-    parser.add_argument("--fps", type=int, default=15)
-    parser.add_argument("--actors", type=int, nargs=2, default=[2, 3], metavar=("MIN", "MAX"),
-                        help="people per video (drawn uniformly from MIN..MAX)")
-    parser.add_argument("--no-videos", action="store_true", help="write only the frame folders")
-    parser.add_argument("--extra", nargs="*", default=[], choices=sorted(EXTRA_CLASSES),
-                        help="optional class groups: relation (cross / watch another person), event (a scene-wide "
-                             "flash 5-25 s before or after the keyframe; use >= 30 keyframes), flash (the flash "
-                             "itself)")
-    args = parser.parse_args(argv)
-    info = make_ava(args.out, seed=args.seed, num_train=args.num_train, num_val=args.num_val,
-                    num_keyframes=args.num_keyframes, fps=args.fps, write_videos=not args.no_videos,
-                    actors=tuple(args.actors),
-                    extra_groups=args.extra)
-    print(f"wrote synthetic AVA to {args.out}: {info['splits']['train']['num_keyframes']} train / "
-          f"{info['splits']['val']['num_keyframes']} val keyframes, {len(info['classes'])} classes "
-          f"({info['seconds']} s)")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())

@@ -20,19 +20,17 @@ Command line: ``actionkit make-synthetic kinetics --out DIR [--seed N] [--videos
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..utils import atomic_save_text
 
-__all__ = ["class_names", "render_clip", "write_video", "write_frame_folder", "make_kinetics", "main",
+__all__ = ["class_names", "render_clip", "write_video", "write_frame_folder", "make_kinetics",
            "TARGET_RGB"]
 
 TARGET_RGB = (235, 20, 20)
@@ -263,44 +261,9 @@ def make_kinetics(out_dir: str | os.PathLike, seed: int = 0, num_videos: int = 1
         result["data_prefix_videos"] = str(out / "videos")
     if write_rawframes:
         result["data_prefix_rawframes"] = str(out / "rawframes")
-    meta = {"generator": "actionkit.data.synthetic_kinetics", "seed": seed, "num_videos": num_videos,
+    meta = {"generator": "actionkit.synthetic.kinetics", "seed": seed, "num_videos": num_videos,
             "num_val_videos": num_val_videos, "num_classes": num_classes, "class_names": names,
             "size": list(size), "num_frames": num_frames, "fps": fps, "gop": gop,
             "task": "direction of motion of the red disc with a white centre"}
     atomic_save_text(out / "meta.json", json.dumps(meta, indent=2) + "\n")
     return result
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``actionkit make-synthetic kinetics --out DIR [--seed N] [--videos N] ...`` (the leading
-    ``kinetics`` word is optional here)."""
-    argv = list(argv) if argv is not None else None
-    if argv and argv[0] == "kinetics":
-        argv = argv[1:]
-    p = argparse.ArgumentParser(prog="actionkit make-synthetic kinetics",
-                                description="Write a small synthetic Kinetics-format data set "
-                                            "(class = direction of motion).")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--videos", type=int, default=160, help="number of training clips")
-    p.add_argument("--val-videos", type=int, default=None, help="number of val clips (default 0.3 x --videos)")
-    p.add_argument("--classes", type=int, default=4, help="number of motion directions")
-    p.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("W", "H"))
-    p.add_argument("--frames", type=int, default=48, help="frames per clip")
-    p.add_argument("--gop", type=int, default=12, help="keyframe interval of the mp4 files")
-    p.add_argument("--no-videos", action="store_true", help="write only frame folders")
-    p.add_argument("--no-rawframes", action="store_true", help="write only mp4 videos")
-    args = p.parse_args(argv)
-    t = time.time()
-    res = make_kinetics(args.out, seed=args.seed, num_videos=args.videos, num_val_videos=args.val_videos,
-                        num_classes=args.classes, size=tuple(args.size), num_frames=args.frames, gop=args.gop,
-                        write_videos=not args.no_videos, write_rawframes=not args.no_rawframes)
-    print(f"wrote synthetic Kinetics ({res['num_classes']} classes) to {res['out_dir']} in {time.time() - t:.1f} s")
-    for k, v in res.items():
-        if k.startswith(("ann_file", "data_prefix")) or k == "label_map":
-            print(f"  {k}: {v}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(main())
