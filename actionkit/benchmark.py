@@ -1,6 +1,6 @@
 """``actionkit benchmark CONFIG``: model speed measured the way MMAction2's benchmark.py measures it.
 
-Recognizers (spec A8): random weights (no checkpoint), batch 1 video made of the full test views
+Recognizers: random weights (no checkpoint), batch 1 video made of the full test views
 (e.g. 10 clips x 3 crops = 30 views of 3x32x256x256 for I3D/SlowFast K400), model time only
 (forward of all views + clip averaging, data loading excluded), the first ``--warmup`` iterations
 discarded, videos/s = timed iterations / summed time.  ``--train-step`` instead times
@@ -85,7 +85,7 @@ def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_
         torch.set_num_threads(threads)
     cfg = load_config(config, cfg_options)
     dev = torch.device(device)
-    # random weights: speed does not depend on them, and nothing is downloaded (spec A8)
+    # random weights: speed does not depend on them, and nothing is downloaded
     from .models.builder import _clear_pretrained
 
     _clear_pretrained(cfg.model)

@@ -7,6 +7,7 @@ the 60 evaluated ones. Then times reading + evaluating in a fresh process per mo
 peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of that process.
 
     python benchmarks/ava_eval.py [--workdir /tmp/ava_eval_bench] [--scale 1.0] [--modes mmaction official]
+                                  [--repeat N] [--compare-parsers]
 """
 from __future__ import annotations
 
@@ -113,6 +114,38 @@ def _measure(args, queue):
                    mAP=res.mAP, det_rows=det.num_rows, gt_rows=gt.num_rows))
 
 
+def compare_parsers(det_p: Path, rounds: int = 3) -> None:
+    """Wall time of parsing the detection csv alone with polars (the reader's dependency) and with pyarrow (when
+    installed), the two libraries considered for it; medians of ``rounds`` runs in this process."""
+    cols = ["video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "score"]
+    import polars as pl
+
+    def run_polars():
+        pl.read_csv(det_p, has_header=False, new_columns=cols, quote_char=None,
+                    schema_overrides={"video_id": pl.String, "timestamp": pl.Int64})
+
+    runs = [("polars", run_polars)]
+    try:
+        import pyarrow as pa
+        import pyarrow.csv as pacsv
+
+        def run_pyarrow():
+            pacsv.read_csv(det_p, read_options=pacsv.ReadOptions(column_names=cols),
+                           convert_options=pacsv.ConvertOptions(column_types={"video_id": pa.string()}))
+
+        runs.append(("pyarrow", run_pyarrow))
+    except ImportError:
+        print("pyarrow is not installed: only polars is timed")
+    print("\n| csv parser | parse det file (s, median) |\n|---|---|")
+    for name, fn in runs:
+        times = []
+        for _ in range(rounds):
+            t = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t)
+        print(f"| {name} | {sorted(times)[len(times) // 2]:.2f} |")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", default="/tmp/ava_eval_bench")
@@ -120,6 +153,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", nargs="+", default=["mmaction", "official"])
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--compare-parsers", action="store_true",
+                    help="also time the bare csv parse with polars and pyarrow (the libraries considered)")
     args = ap.parse_args(argv)
     t = time.perf_counter()
     gt_p, det_p, lm_p, ex_p = generate(Path(args.workdir), args.scale, args.seed)
@@ -144,6 +179,8 @@ def main(argv=None) -> int:
         print(f"| {r['mode']} | {r['read_gt']:.2f} | {r['read_det']:.2f} | {r['evaluate']:.2f} | {r['total']:.2f} | "
               f"{r['cpu']:.2f} | {r['rss']:.0f} | {r['mAP']:.6f} |")
     print("(wall times include waiting for the CPU when the machine is shared; CPU = process time)")
+    if args.compare_parsers:
+        compare_parsers(det_p)
     print(f"\nmachine: {os.cpu_count()} cpus, python {sys.version.split()[0]}, numpy {np.__version__}")
     return 0
 

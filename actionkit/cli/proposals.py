@@ -1,6 +1,6 @@
 """``actionkit proposals VIDEO... --out proposals.pkl|npz``: person proposals for a new AVA-format dataset.
 
-FAIR's layout (spec-inference §5): ``{'<video_id>,<%04d second>': float32 [N, 5]}``, boxes ``x1, y1, x2, y2``
+FAIR's layout: ``{'<video_id>,<%04d second>': float32 [N, 5]}``, boxes ``x1, y1, x2, y2``
 normalised by the frame's width / height, then the person score, best first. One keyframe per second: second
 ``s`` (from ``--timestamp-start``) is the 1-based frame ``fps * (s - timestamp_start) + 1`` at ``--fps``, as
 ``AVADataset`` indexes frames, for every second whose frame is in the video. The video id is the file's stem.

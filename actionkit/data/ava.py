@@ -1,6 +1,6 @@
 """AVA data: annotation / exclusion parsers, ``AVADataset`` and ``SampleAVAFrames``.
 
-Formats (spec-detection §2):
+Formats (AVA v2.1 / v2.2):
 
 * annotation csv, no header, one row per (person box, action):
   ``video_id, timestamp, x1, y1, x2, y2, action_id[, person_id]`` with normalized boxes (8 columns in
@@ -143,7 +143,7 @@ def read_exclusions(path: str | os.PathLike | None) -> set[tuple[str, int]]:
 
 @PIPELINES.register("SampleAVAFrames")
 class SampleAVAFrames:
-    """Frame indices around an AVA keyframe (spec §3.3).
+    """Frame indices around an AVA keyframe.
 
     ``center = fps*(timestamp - timestamp_start) + 1``; ``clip_len`` indices at stride ``frame_interval`` from
     ``center - (clip_len//2)*frame_interval``; in training each index gets an independent jitter
@@ -202,7 +202,7 @@ def _build_pipeline(pipeline: Sequence[Any] | Callable | None) -> Callable[[dict
 
 @DATASETS.register("AVADataset")
 class AVADataset:
-    """AVA keyframes with their GT boxes and person proposals (MMAction2 0.x ``AVADataset``, spec §3.1-§3.2).
+    """AVA keyframes with their GT boxes and person proposals (MMAction2 0.x ``AVADataset``).
 
     One sample per annotated keyframe (``video_id,timestamp``). Rows with exactly equal boxes are merged into one
     GT with a multi-hot ``[num_classes]`` label (slot 0 never set). ``custom_classes`` keeps only those ids and
@@ -336,7 +336,7 @@ class AVADataset:
         return len(self.video_infos)
 
     def get_raw(self, idx: int) -> dict:
-        """The ``results`` dict fed to the pipeline (spec §3.2), before any transform."""
+        """The ``results`` dict fed to the pipeline, before any transform."""
         results = copy.deepcopy(self.video_infos[idx])
         img_key = results["img_key"]
         results["filename_tmpl"] = self.filename_tmpl
@@ -385,7 +385,7 @@ class AVADataset:
             raise ValueError(f"got {len(results)} results for {len(self)} keyframes of {self.ann_file}")
 
     def dump_results(self, results: Sequence[Any], out: str | os.PathLike) -> None:
-        """Write the detections as the AVA results csv (spec §6.1); ``out`` must end with ``.csv``.
+        """Write the detections as the AVA results csv; ``out`` must end with ``.csv``.
 
         ``results[i]`` (dataset order) is the detector output of keyframe ``i``: a list over the classes of
         ``[k, 5]`` arrays ``x1, y1, x2, y2, score`` (normalized); class index ``l`` is action ``l+1`` or, with

@@ -19,8 +19,8 @@ import numpy as np
 
 from actionkit.utils import atomic_write
 
-__all__ = ["AVAFormatError", "AVARows", "MODES", "format_result_rows", "make_image_key", "read_ava_csv", "read_exclusions",
-           "read_labelmap", "results2csv"]
+__all__ = ["AVAFormatError", "AVARows", "MODES", "format_result_rows", "make_image_key", "read_ava_csv",
+           "read_exclusions", "read_labelmap", "results2csv"]
 
 MODES = ("mmaction", "official")
 
@@ -316,13 +316,15 @@ def _factorize_keys(raw: _RawRows, path: str, mode: str) -> tuple[np.ndarray, li
         import polars as pl
 
         df = raw.frame
-        changed = (pl.col("video_id") != pl.col("video_id").shift(1)) | (pl.col("timestamp") != pl.col("timestamp").shift(1))
+        changed = ((pl.col("video_id") != pl.col("video_id").shift(1))
+                   | (pl.col("timestamp") != pl.col("timestamp").shift(1)))
         head = df.select(changed.fill_null(True)).to_series().to_numpy()
         head_rows = np.flatnonzero(head)
         heads = df[head_rows].with_columns(pl.Series("row", head_rows))
         distinct = heads.unique(subset=["video_id", "timestamp"], keep="first", maintain_order=True)
-        text_of_head = heads.join(distinct.with_row_index("distinct").select("video_id", "timestamp", "distinct"),
-                                  on=["video_id", "timestamp"], how="left", maintain_order="left")["distinct"].to_numpy()
+        numbered = distinct.with_row_index("distinct").select("video_id", "timestamp", "distinct")
+        text_of_head = heads.join(numbered, on=["video_id", "timestamp"], how="left",
+                                  maintain_order="left")["distinct"].to_numpy()
         pairs = zip(distinct["video_id"].to_list(), distinct["timestamp"].to_list(), distinct["row"].to_list())
     else:
         vids, ts = raw.vids, raw.ts
@@ -496,7 +498,8 @@ def _split_key(item) -> tuple[str, int | str]:
     return str(vid), ts
 
 
-def format_result_rows(results: Sequence, img_keys: Sequence, custom_classes=None, decimals: int | None = 3) -> list[str]:
+def format_result_rows(results: Sequence, img_keys: Sequence, custom_classes=None,
+                       decimals: int | None = 3) -> list[str]:
     fmt = (lambda x: f"{x:.{decimals}f}") if decimals is not None else repr
     lines: list[str] = []
     for sample, item in zip(results, img_keys):

@@ -940,7 +940,7 @@ def _frame_inds(results: dict) -> np.ndarray:
 
 
 def _scale_boxes(results: dict, h: int, w: int) -> None:
-    """Normalised [0, 1] gt_bboxes / proposals -> float32 pixels (spec-detection 3.4)."""
+    """Normalised [0, 1] gt_bboxes / proposals -> float32 pixels."""
     scale = np.array([w, h, w, h], dtype=np.float64)
     for key in ("gt_bboxes", "proposals"):
         boxes = results.get(key)

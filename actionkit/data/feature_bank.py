@@ -25,7 +25,7 @@ once per open, in chunks, and refused at its first non-finite row.  Writing over
 (``overwrite=True``, ``convert-lfb --overwrite``) replaces only a directory holding nothing but a bank's
 files (a bank, or a damaged one) or an empty directory; anything else is refused.
 
-Sampling follows spec-detection §4.11: window [t - W//2, t - W//2 + W) seconds, at most K features per
+Sampling follows MMAction2 0.x's ``LFB``: window [t - W//2, t - W//2 + W) seconds, at most K features per
 second chosen at random without replacement, zero padding to W*K slots, float32.  The random choice is
 made with a numpy ``Generator``: within a second the rows are ranked by one uniform draw per row (drawn
 in row order over the window) and the first ``min(n, K)`` are taken, which is a uniform random ordered

@@ -6,7 +6,7 @@ Both read ``results['total_frames']`` and ``results['start_index']`` and write
 ``clip_len``, ``frame_interval`` and ``num_clips``.  Randomness comes from numpy's global RNG
 (``np.random.randint``), as in MMAction2, so ``np.random.seed`` reproduces a draw.
 
-Test-mode offsets follow **0.x** (spec-recognition.md §A3.1 / §A9):
+Test-mode offsets follow **0.x**:
 ``avg = (F - L*I + 1) / N``; ``offsets = int(arange(N)*avg + avg/2)`` when ``F > L*I - 1``, else zeros.
 """
 from __future__ import annotations

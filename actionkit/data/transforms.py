@@ -7,7 +7,7 @@ output array).
 ``results['img_shape']`` is ``(h, w)``.
 
 Boxes: every op that moves pixels also moves ``results['gt_bboxes']`` and ``results['proposals']``
-(``[n, 4]`` ``x1, y1, x2, y2`` pixels) when present (spec-detection.md §3.5):
+(``[n, 4]`` ``x1, y1, x2, y2`` pixels) when present:
 resize multiplies by ``[sx, sy, sx, sy]``; crops shift by the offset and clip to ``[0, size - 1]`` (boxes
 that fall outside become degenerate and are kept); horizontal flip maps ``x1' = W - x2``, ``x2' = W - x1``.
 Multi-view crops (``ThreeCrop``/``TenCrop``) and lazy mode do not take boxes (as in MMAction2) and raise.

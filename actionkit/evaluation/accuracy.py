@@ -1,4 +1,4 @@
-"""Recognition metrics of MMAction2: top-k accuracy, mean class accuracy (spec-recognition.md §A4)."""
+"""Recognition metrics of MMAction2: top-k accuracy, mean class accuracy."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -2,9 +2,9 @@
 
 Two modes, both reproducing their reference's numbers (including the order in which tied scores are processed):
 
-* ``mmaction`` (default): MMAction2 0.x ``ava_eval`` (spec-detection.md §6.2). Image keys ``'%s,%04d' % (video,
-  int(ts))``; excluded keyframes dropped from GT and detections; no per-keyframe cap; detections on keyframes absent
-  from the GT are false positives.
+* ``mmaction`` (default): MMAction2 0.x ``ava_eval`` (``mmaction/core/evaluation/ava_utils.py``). Image keys
+  ``'%s,%04d' % (video, int(ts))``; excluded keyframes dropped from GT and detections; no per-keyframe cap;
+  detections on keyframes absent from the GT are false positives.
 * ``official``: ActivityNet ``get_ava_performance.py``. Keys ``'%s,%.6f'``; each keyframe keeps its top 50
   detections through the script's ``heapq`` (simulated exactly, vectorised across keyframes, since the heap layout
   fixes the order of tied scores); detections on keyframes absent from the GT csv are ignored, while 2-column GT rows

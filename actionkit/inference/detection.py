@@ -1,4 +1,4 @@
-"""Spatio-temporal action detection on any video, streaming (spec-inference §4).
+"""Spatio-temporal action detection on any video, streaming.
 
 One sequential decode of the video; a bounded buffer of the frames that the pending keyframes still need
 (their clip frames, the keyframe itself and the output frames around it), so memory does not grow with the

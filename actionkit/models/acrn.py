@@ -1,4 +1,4 @@
-"""``ACRNHead``: actor-context relation shared head (spec-detection.md §4.10, keys §7.3)."""
+"""``ACRNHead``: actor-context relation shared head."""
 from __future__ import annotations
 
 from typing import Any, Mapping

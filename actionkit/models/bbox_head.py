@@ -1,4 +1,4 @@
-"""``BBoxHeadAVA`` (spec-detection.md §4.9) and ``bbox2result``.
+"""``BBoxHeadAVA`` and ``bbox2result``.
 
 Forward: dropout (on the 5-D RoI tensor when ``dropout_before_pool``) -> temporal pool -> spatial pool -> ``fc_cls``.
 Loss: column 0 dropped, only RoIs with at least one positive label, (focal) BCE-with-logits mean; recall / precision

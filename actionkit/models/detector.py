@@ -1,6 +1,6 @@
 """AVA detector: ``AVARoIHead`` (mmdet ``StandardRoIHead`` as MMAction2 uses it) and ``FastRCNN`` (no RPN).
 
-Spec: spec-detection.md §4.5-§4.6; interface: docs/DEVELOPING.md (``FastRCNN.forward``).
+Interface: docs/DEVELOPING.md (``FastRCNN.forward``).
 Training: per image, proposals are assigned (``MaxIoUAssignerAVA``) and sampled (``RandomSampler``, GTs added as
 proposals, positives first then negatives); one RoI forward over the batch; ``BBoxHeadAVA.loss``.
 Inference: one RoI forward over the whole batch, then per sample ``get_det_bboxes`` (boxes normalised by that sample's

@@ -1,4 +1,4 @@
-"""Recognition heads: ``BaseHead`` (loss + top-k logging), ``I3DHead`` and ``SlowFastHead`` (spec A1.6)."""
+"""Recognition heads: ``BaseHead`` (loss + top-k logging), ``I3DHead`` and ``SlowFastHead``."""
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence

@@ -1,7 +1,7 @@
 """The mmcv ``NonLocal3d`` block (embedded_gaussian / gaussian / dot_product), same state-dict keys.
 
 Keys (sub_sample=True): ``g.0.conv.*``, ``conv_out.conv.weight``, ``conv_out.bn.*``, ``theta.conv.*``,
-``phi.0.conv.*`` (theta/phi absent in ``gaussian`` mode).  See spec-recognition A1.4.
+``phi.0.conv.*`` (theta/phi absent in ``gaussian`` mode).
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``Recognizer3D`` (MMAction2 0.x) with test-time clip averaging (spec A1.7)."""
+"""``Recognizer3D`` (MMAction2 0.x) with test-time clip averaging."""
 from __future__ import annotations
 
 from typing import Any, Mapping

@@ -1,6 +1,6 @@
 """MMAction2 0.x ``ResNet3d`` (I3D backbone) with ``BasicBlock3d`` / ``Bottleneck3d`` and 2D->3D inflation.
 
-Module names and state-dict keys match MMAction2 (spec-recognition A1.2, A1.3, A5, A6, A7), so published
+Module names and state-dict keys match MMAction2, so published
 checkpoints load unchanged.
 """
 from __future__ import annotations
@@ -150,7 +150,7 @@ class BasicBlock3d(nn.Module):
 
 
 class Bottleneck3d(nn.Module):
-    """1x1 -> 3x3 -> 1x1 bottleneck (expansion 4); spec A1.2."""
+    """1x1 -> 3x3 -> 1x1 bottleneck (expansion 4)."""
 
     expansion = 4
 
@@ -212,7 +212,7 @@ def _activation(act_cfg: Mapping[str, Any] | None) -> nn.Module:
 
 @MODELS.register()
 class ResNet3d(nn.Module):
-    """3D ResNet (I3D) backbone, MMAction2 0.x ``ResNet3d`` (spec A1.3).
+    """3D ResNet (I3D) backbone, MMAction2 0.x ``ResNet3d``.
 
     ``pretrained``: ``None`` (random init, A6) or a local file path; with ``pretrained2d=True`` the file is a
     torchvision-format 2D ResNet state dict that is inflated (A5), otherwise a 3D checkpoint loaded

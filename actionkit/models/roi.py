@@ -1,7 +1,7 @@
 """RoI operators and the AVA RoI plumbing: RoIAlign / RoIPool in pure PyTorch, ``bbox2roi``,
 ``bbox_overlaps``, ``SingleRoIExtractor3D``, ``MaxIoUAssignerAVA``, ``RandomSampler`` and ``bbox_target``.
 
-Semantics follow ``spec-detection.md`` §4.1 and §4.6-§4.8:
+Semantics follow mmcv / mmdet 2.x as MMAction2 0.x uses them:
 
 * ``roi_align`` reproduces the mmcv / Detectron2 CPU kernel: ``start = box * scale - 0.5`` (aligned), adaptive
   ``ceil(roi / out)`` samples per bin, bilinear samples that are 0 outside ``[-1, H] x [-1, W]`` (but still counted in
@@ -310,7 +310,7 @@ def bbox_overlaps(bboxes1: torch.Tensor, bboxes2: torch.Tensor, mode: str = "iou
 # ----------------------------------------------------------------------------------------------- extractor
 @MODELS.register()
 class SingleRoIExtractor3D(nn.Module):
-    """Temporal pooling of the whole map, then one 2-D RoI op per remaining time step (spec §4.8).
+    """Temporal pooling of the whole map, then one 2-D RoI op per remaining time step.
 
     ``forward(feat, rois)``: ``feat`` a tensor ``[N, C, T, H, W]`` or a tuple/list of pathways (SlowFast); returns
     ``(roi_feats [R, C', T', out, out], feat [N, C, T', H, W])``.
@@ -390,7 +390,7 @@ class AssignResult:
 
 @MODELS.register()
 class MaxIoUAssignerAVA:
-    """mmdet ``MaxIoUAssigner`` with multi-hot labels (MMAction2 ``MaxIoUAssignerAVA``), spec §4.7."""
+    """mmdet ``MaxIoUAssigner`` with multi-hot labels (MMAction2 ``MaxIoUAssignerAVA``)."""
 
     def __init__(self, pos_iou_thr: float, neg_iou_thr: float | Sequence[float], min_pos_iou: float = 0.0,
                  gt_max_assign_all: bool = True, ignore_iof_thr: float = -1, ignore_wrt_candidates: bool = True,

@@ -1,6 +1,6 @@
 """SlowFast: ``ResNet3dPathway`` (config type ``'resnet3d'``), ``ResNet3dSlowFast`` and ``ResNet3dSlowOnly``.
 
-Spec: spec-recognition A1.5 / A5 / A6, spec-detection 4.3 / 4.4.  Module names match MMAction2 0.x
+Module names match MMAction2 0.x
 (``slow_path``, ``fast_path``, ``conv1_lateral``, ``layer{1,2,3}_lateral``).
 """
 from __future__ import annotations
@@ -102,7 +102,7 @@ class ResNet3dPathway(ResNet3d):
 
 @MODELS.register()
 class ResNet3dSlowFast(nn.Module):
-    """Two-pathway SlowFast backbone; ``forward(x) -> (x_slow, x_fast)`` (spec A1.5)."""
+    """Two-pathway SlowFast backbone; ``forward(x) -> (x_slow, x_fast)``."""
 
     def __init__(self, pretrained: str | None = None, resample_rate: int = 8, speed_ratio: int = 8,
                  channel_ratio: int = 8, slow_pathway: Mapping[str, Any] | None = None,
@@ -166,7 +166,7 @@ def _build_pathway(cfg: Mapping[str, Any], key: str) -> ResNet3dPathway:
 
 @MODELS.register()
 class ResNet3dSlowOnly(ResNet3dPathway):
-    """SlowOnly: a single pathway without laterals; defaults of spec-detection 4.3."""
+    """SlowOnly: a single pathway without laterals; MMAction2 0.x's defaults."""
 
     def __init__(self, depth: int, pretrained: str | None = None, lateral: bool = False,
                  conv1_kernel: Sequence[int] = (1, 7, 7), conv1_stride_t: int = 1, pool1_stride_t: int = 1,
