@@ -86,9 +86,9 @@ def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_
     cfg = load_config(config, cfg_options)
     dev = torch.device(device)
     # random weights: speed does not depend on them, and nothing is downloaded
-    from .models.builder import _clear_pretrained
+    from .models.builder import clear_pretrained
 
-    _clear_pretrained(cfg.model)
+    clear_pretrained(cfg.model)
     model = build_model_from_config(cfg, device="cpu")
     model.to(dev)
     is_detector = cfg.model.get("type") == "FastRCNN"

@@ -64,7 +64,8 @@ def write_config_and_checkpoint(work_dir: Path, num_clips: int = 10, short_side:
 
     from actionkit.config import load_config
     from actionkit.checkpoint import save_checkpoint
-    from actionkit.engine.entry import build_model, config_to_python
+    from actionkit.engine.entry import config_to_python
+    from actionkit.models.builder import build_model
 
     model_cfg = load_config(TINY_CONFIG)
     # the video is opened first (the sampler needs its frame count), as in MMAction2's video configs

@@ -61,7 +61,7 @@ def load_batches(data_dir: Path, iters: int, batch_size: int, seed: int, videos:
 
 
 def run(cfg: Any, batches: list, warmup: int, seed: int) -> dict[str, dict[str, Any]]:
-    from actionkit.engine.entry import build_model
+    from actionkit.models.builder import build_model
     from actionkit.engine.optim import build_optimizer, clip_grads
     from actionkit.engine.schedule import LrScheduler
     from actionkit.engine.test import autocast_context

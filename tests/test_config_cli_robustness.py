@@ -17,7 +17,7 @@ import torch
 from actionkit.cli import error_message, main as cli_main, run_command
 from actionkit.config import load_config
 from actionkit.checkpoint import CheckpointError
-from actionkit.engine.entry import build_model
+from actionkit.models.builder import build_model
 from actionkit.cli import convert_lfb as CL
 from actionkit.data import feature_bank as FB
 from actionkit.data import feature_bank_writer as FBW

@@ -22,7 +22,8 @@ from actionkit import load_config
 from actionkit.synthetic.ava import make_ava
 from actionkit.synthetic.kinetics import make_kinetics
 from actionkit.checkpoint import save_checkpoint
-from actionkit.engine.entry import build_model, config_to_python
+from actionkit.engine.entry import config_to_python
+from actionkit.models.builder import build_model
 from actionkit.engine.entry import test_main as run_test_main
 from actionkit.engine.fast import (FastInferenceModel, FastPathOptions, can_compile, native_bf16,
                                    optimize_for_inference, options_from_config)

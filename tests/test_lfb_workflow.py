@@ -39,7 +39,7 @@ def tiny_lt(tmp_path, monkeypatch, one_thread):
     from actionkit.config import load_config
     from actionkit.synthetic.ava import make_ava
     from actionkit.checkpoint import save_checkpoint
-    from actionkit.engine.entry import build_model
+    from actionkit.models.builder import build_model
 
     monkeypatch.chdir(tmp_path)
     make_ava("data/synthetic_ava_lt", seed=3, num_train=2, num_val=1, num_keyframes=12, write_videos=False,

@@ -13,12 +13,11 @@ import torch
 
 from ..version import __version__
 from ..config import Config, load_config, to_plain
-from ..registry import MODELS
 from ..utils import atomic_save_text
 from ..checkpoint import load_checkpoint
 from .distributed import barrier, get_dist_info, init_dist, launched_by_torchrun, sync_random_seed
 from .logging import get_logger
-from ..models.builder import _clear_pretrained
+from ..models.builder import build_model, clear_pretrained
 
 
 # --------------------------------------------------------------------------------------------- shared
@@ -38,15 +37,6 @@ def _set_local_rank(local_rank: int | None) -> None:
     if "LOCAL_RANK" not in os.environ and local_rank is not None:
         os.environ["LOCAL_RANK"] = str(local_rank)
 
-
-
-def build_model(cfg: Config, init_weights: bool = True) -> torch.nn.Module:
-    if "model" not in cfg:
-        raise cfg.error("is required but missing", "model")
-    model = MODELS.build(cfg.model, key="model", filename=cfg.filename)
-    if init_weights and hasattr(model, "init_weights"):
-        model.init_weights()
-    return model
 
 
 # --------------------------------------------------------------------------------------------- train
@@ -214,7 +204,7 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     dataset = build_dataset(cfg, "test")
     loader = build_test_loader(dataset, cfg, "test", distributed, seed=int(cfg.get("seed") or 0))
 
-    _clear_pretrained(cfg.model)
+    clear_pretrained(cfg.model)
     model = build_model(cfg, init_weights=False)
     load_checkpoint(model, args.checkpoint, map_location="cpu", strict=True, logger=logger)
     if args.average_clips is not None and hasattr(model, "average_clips"):

@@ -113,15 +113,14 @@ def init_recognizer(config: str | os.PathLike | Mapping | Config | None,
     another number of classes raises an error naming the file), ``model.cfg`` is the config and the model is
     in eval mode on ``device``.
     """
-    from ..engine.entry import build_model
-    from ..models.builder import _clear_pretrained
+    from ..models.builder import build_model, clear_pretrained
 
     cfg = _resolve_config(config, checkpoint)
     if cfg_options:
         apply_cfg_options(cfg, cfg_options, cfg.filename)
     if "model" not in cfg:
         raise cfg.error("is required but missing", "model")
-    _clear_pretrained(cfg.model)
+    clear_pretrained(cfg.model)
     if cfg.model.get("test_cfg") is None and cfg.get("test_cfg") is not None:
         cfg.model["test_cfg"] = copy.deepcopy(cfg.test_cfg)
     model = build_model(cfg, init_weights=checkpoint is None)

@@ -11,7 +11,7 @@ from ..config import Config, load_config
 from ..registry import MODELS
 
 
-def _clear_pretrained(model_cfg: dict) -> None:
+def clear_pretrained(model_cfg: dict) -> None:
     """A full checkpoint replaces every weight: skip ImageNet / Kinetics initialisation (as MMAction2's test.py)."""
     backbone = model_cfg.get("backbone")
     if isinstance(backbone, dict):
@@ -20,6 +20,17 @@ def _clear_pretrained(model_cfg: dict) -> None:
         for path in ("slow_pathway", "fast_pathway"):
             if isinstance(backbone.get(path), dict) and "pretrained" in backbone[path]:
                 backbone[path]["pretrained"] = None
+
+
+def build_model(cfg: Config, init_weights: bool = True) -> nn.Module:
+    """The model of a loaded config (errors name the config file and key); ``init_weights()`` runs once when
+    asked (it may read the backbone's pretrained file)."""
+    if "model" not in cfg:
+        raise cfg.error("is required but missing", "model")
+    model = MODELS.build(cfg.model, key="model", filename=cfg.filename)
+    if init_weights and hasattr(model, "init_weights"):
+        model.init_weights()
+    return model
 
 
 def resolve_config(config: str | os.PathLike | Mapping[str, Any] | Config):
@@ -73,12 +84,9 @@ def build_model_from_config(config: str | os.PathLike | Mapping[str, Any] | Conf
         from ..zoo import resolve_checkpoint
 
         checkpoint = resolve_checkpoint(checkpoint)  # before the (slow) build: a bad name fails at once
-    model_cfg = cfg.model
     if checkpoint is not None:
-        _clear_pretrained(model_cfg)
-    model = MODELS.build(model_cfg, key="model", filename=cfg.filename)
-    if init_weights and checkpoint is None and hasattr(model, "init_weights"):
-        model.init_weights()
+        clear_pretrained(cfg.model)
+    model = build_model(cfg, init_weights=init_weights and checkpoint is None)
     if checkpoint is not None:
         from ..checkpoint import load_checkpoint
 
