@@ -59,6 +59,12 @@ class NonFiniteTrainingError(RuntimeError):
 
 # --------------------------------------------------------------------------------------------- helpers
 
+def _stopped(epoch: int, iteration: int, why: str, last_checkpoint: str | None,
+             advice: str) -> "NonFiniteTrainingError":
+    last = f"; the last good checkpoint is {last_checkpoint}" if last_checkpoint else ""
+    return NonFiniteTrainingError(f"training stopped at epoch {epoch}, iteration {iteration}: {why}{last} ({advice})")
+
+
 def build_dataset(cfg: Mapping[str, Any], split: str, **kwargs: Any) -> Any:
     """The dataset ``cfg.data[split]`` (``train`` / ``val`` / ``test``), with its labels checked against the
     model's class count (``model.cls_head.num_classes``): a label out of range names its list file and line."""
@@ -560,12 +566,10 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
     def write_ckpt(path: Path, epoch_done: int, inner: int) -> None:
         bad = nonfinite_tensors(unwrap_model(model).state_dict())  # same on every rank (DDP keeps them equal)
         if bad:
-            last = summary.get("last_checkpoint")
-            raise NonFiniteTrainingError(
-                f"training stopped at epoch {epoch + 1}, iteration {inner or iters_per_epoch}: {len(bad)} weight "
-                f"tensors are NaN / Inf (first: {', '.join(bad[:5])}); {path.name} was not written"
-                + (f"; the last good checkpoint is {last}" if last else "")
-                + " (lower the lr or set optimizer_config.grad_clip)")
+            raise _stopped(epoch + 1, inner or iters_per_epoch,
+                           f"{len(bad)} weight tensors are NaN / Inf (first: {', '.join(bad[:5])}); {path.name} was "
+                           f"not written", summary.get("last_checkpoint"),
+                           "lower the lr or set optimizer_config.grad_clip")
         m = make_meta(epoch_done, inner)  # collective: every rank takes part
         if rank == 0:
             extra = {"amp_scaler": scaler.state_dict()} if scaler is not None else None
@@ -604,12 +608,10 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
                                "max_nonfinite_losses=%d)", log_vars["loss"], epoch + 1, inner + 1, nonfinite_run,
                                max_nonfinite)
                 if nonfinite_run >= max_nonfinite:
-                    last = summary.get("last_checkpoint")
-                    raise NonFiniteTrainingError(
-                        f"training stopped at epoch {epoch + 1}, iteration {inner + 1}: the loss was NaN / Inf "
-                        f"for {nonfinite_run} consecutive iterations (max_nonfinite_losses={max_nonfinite})"
-                        + (f"; the last checkpoint is {last}" if last else "")
-                        + " (lower the lr, set optimizer_config.grad_clip, or check the data)")
+                    raise _stopped(epoch + 1, inner + 1,
+                                   f"the loss was NaN / Inf for {nonfinite_run} consecutive iterations "
+                                   f"(max_nonfinite_losses={max_nonfinite})", summary.get("last_checkpoint"),
+                                   "lower the lr, set optimizer_config.grad_clip, or check the data")
             optimizer.zero_grad()
             if scaler is not None:
                 scaler.scale(loss).backward()
