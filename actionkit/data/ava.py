@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
@@ -402,7 +401,8 @@ class AVADataset:
         """Frame mAP@0.5 (MMAction2 0.x ``ava_eval``) of the detections against ``ann_file`` over the classes of
         ``label_file`` (or ``custom_classes``), excluded timestamps skipped: returns ``{'mAP@0.5IOU': value}``.
 
-        As in MMAction2 the results go through the 3-decimal results csv (a temporary file) first.
+        As in MMAction2 the results are rounded as the 3-decimal results csv rounds them; they go to
+        :class:`~actionkit.evaluation.ava_map.AVAFrameEvaluator` in memory (no temporary file).
         """
         if isinstance(metrics, str):
             metrics = [metrics]
@@ -412,13 +412,12 @@ class AVADataset:
         if self.label_file is None:
             raise ConfigError("AVADataset.evaluate needs a label_file (the evaluated classes)", "label_file")
         self._check_results(results)
-        from ..evaluation.ava_map import frame_map  # the metric, as MMAction2's dataset.evaluate
+        from ..evaluation.ava_map import AVAFrameEvaluator  # the metric, as MMAction2's dataset.evaluate
 
-        with tempfile.TemporaryDirectory(prefix="actionkit_ava_") as tmp:
-            csv_path = os.path.join(tmp, "AVA_result.csv")
-            results2csv(results, self.video_infos, csv_path, self._custom_ids)
-            res = frame_map(self.ann_file, csv_path, self.label_file, self.exclude_file, mode="mmaction",
-                            iou=0.5, custom_classes=self._custom_ids, logger=logger)
+        evaluator = AVAFrameEvaluator(self.ann_file, self.label_file, self.exclude_file, mode="mmaction", iou=0.5,
+                                      custom_classes=self._custom_ids, decimals=3)
+        evaluator.process(self.video_infos, results)
+        res = evaluator.evaluate(logger=logger)
         if logger is not None:
             for k, v in res.to_dict(by_category=True).items():
                 logger.info("%s=%.4f", k, v)

@@ -340,11 +340,11 @@ class AVAFrameEvaluator:
             raise ValueError(f"{len(img_keys)} image keys for {len(results)} results")
         self._chunks.append("".join(format_result_rows(results, img_keys, self.custom_classes, self.decimals)))
 
-    def evaluate(self) -> FrameMAPResult:
+    def evaluate(self, logger: logging.Logger | None = None) -> FrameMAPResult:
         ids = self.ids if self.custom_classes is None else [int(c) for c in self.custom_classes]
         if self._gt_rows is None:
             self._gt_rows = self.gt if isinstance(self.gt, AVARows) else read_ava_csv(self.gt, "gt", self.mode, ids)
         det = read_ava_csv("<AVAFrameEvaluator results>", "det", self.mode, ids,
                            data="".join(self._chunks).encode("utf-8"))
         return frame_map(self._gt_rows, det, self.categories, self.exclusions, self.mode, self.iou,
-                         self.custom_classes)
+                         self.custom_classes, logger=logger)
