@@ -63,11 +63,11 @@ def build(config: str, proposals: int, seed: int) -> tuple[nn.Module, Callable[[
     and the input's description."""
     from actionkit.benchmark import _pipeline_step, recognizer_test_views
     from actionkit.config import load_config
-    from actionkit.models.builder import _clear_pretrained, build_model_from_config
+    from actionkit.models.builder import clear_pretrained, build_model_from_config
 
     path = Path(config) if Path(config).exists() else REPO / config
     cfg = load_config(str(path))
-    _clear_pretrained(cfg.model)
+    clear_pretrained(cfg.model)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed + 1)
     if cfg.model.get("type") == "FastRCNN":

@@ -451,6 +451,14 @@ def test_train_amp_recognizer_on_cpu(kinetics_cfg, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ benchmark scripts
+@pytest.fixture
+def _keep_torch_threads():
+    """The benchmark scripts set torch's thread count for their own process: give the test process its own back."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 def _load_script(name: str):
     import importlib.util
 
@@ -465,7 +473,7 @@ def _table(text: str) -> list[list[str]]:
             if line.startswith("| ") and not line.startswith("| model") and not line.startswith("| mode")]
 
 
-def test_inference_speed_script_prints_speedup_and_difference(capsys):
+def test_inference_speed_script_prints_speedup_and_difference(capsys, _keep_torch_threads):
     """benchmarks/inference_speed.py (its figures: BENCHMARKS.md) on the tiny config, without compiling."""
     assert _load_script("inference_speed").main(["--rounds", "1", "--no-compile", str(RECOGNITION_CFG)]) == 0
     out = capsys.readouterr().out
@@ -474,7 +482,7 @@ def test_inference_speed_script_prints_speedup_and_difference(capsys):
     assert 0 <= float(row[6]) < 1 and "BN folded" in out and "eager" in out
 
 
-def test_train_speed_script_tracks_losses(tmp_path, capsys):
+def test_train_speed_script_tracks_losses(tmp_path, capsys, _keep_torch_threads):
     """benchmarks/train_speed.py on a few steps of small batches: every mode, float32's loss curve as reference."""
     args = ["--iters", "3", "--warmup", "1", "--batch-size", "2", "--videos", "2", "--data-dir", str(tmp_path / "d")]
     assert _load_script("train_speed").main(args) == 0
