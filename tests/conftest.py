@@ -58,3 +58,20 @@ def _isolate_actionkit_logger():
     for h in list(logger.handlers):
         if h not in state[1]:
             logger.removeHandler(h)
+
+
+def load_benchmark_script(name: str):
+    """``benchmarks/<name>.py`` as a module (the scripts are not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def markdown_rows(text: str, header_starts: tuple[str, ...]) -> list[list[str]]:
+    """The cells of the markdown table rows a script printed, without the header rows (``| <header_starts>``)."""
+    headers = tuple(f"| {h}" for h in header_starts)
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
+            if line.startswith("| ") and not line.startswith(headers)]

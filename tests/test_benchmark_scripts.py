@@ -1,28 +1,21 @@
 """The data-pipeline benchmark scripts run and print every row (their figures are in BENCHMARKS.md)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 
+from conftest import load_benchmark_script, markdown_rows
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def table_rows(text: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("| ") and not line.startswith("| operation") and not line.startswith("| input")]
+    return markdown_rows(text, ("operation", "input"))
 
 
 def test_frame_ops_rows_and_exactness_verdicts(tmp_path, capsys):
-    assert load_script("frame_ops").main(["--data-dir", str(tmp_path / "none"), "--repeat", "3"]) == 0
+    assert load_benchmark_script("frame_ops").main(["--data-dir", str(tmp_path / "none"), "--repeat", "3"]) == 0
     rows = {name: (float(ms), note) for name, ms, note in table_rows(capsys.readouterr().out)}
     for side in (256, 204):
         assert rows[f"cv2.resize bilinear {side} -> 224 (the pipeline's)"][1] == "yes"
@@ -35,7 +28,7 @@ def test_frame_ops_rows_and_exactness_verdicts(tmp_path, capsys):
 def test_data_pipeline_prints_every_stage(tmp_path, capsys):
     args = ["--data-dir", str(tmp_path), "--videos", "2", "--frames", "80", "--train-items", "2", "--test-items", "1",
             "--workers", "1", "--gops", "12", "--repeat", "1"]
-    assert load_script("data_pipeline").main(args) == 0
+    assert load_benchmark_script("data_pipeline").main(args) == 0
     rows = table_rows(capsys.readouterr().out)
     stages = {(r[0], r[1], r[2], r[3]) for r in rows}
     for source in ("mp4 gop12", "jpeg"):

@@ -30,6 +30,7 @@ from actionkit.engine.fast import (FastInferenceModel, FastPathOptions, can_comp
 from actionkit.engine.test import single_gpu_test
 from actionkit.engine.train import build_test_loader
 from actionkit.registry import DATASETS, ConfigError
+from conftest import load_benchmark_script, markdown_rows
 
 REPO = Path(__file__).resolve().parents[1]
 RECOGNITION_CFG = REPO / "configs/recognition/synthetic/i3d_r18_tiny_8x3x1_synthetic_kinetics_rgb.py"
@@ -459,23 +460,13 @@ def _keep_torch_threads():
     torch.set_num_threads(before)
 
 
-def _load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _table(text: str) -> list[list[str]]:
-    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
-            if line.startswith("| ") and not line.startswith("| model") and not line.startswith("| mode")]
+    return markdown_rows(text, ("model", "mode"))
 
 
 def test_inference_speed_script_prints_speedup_and_difference(capsys, _keep_torch_threads):
     """benchmarks/inference_speed.py (its figures: BENCHMARKS.md) on the tiny config, without compiling."""
-    assert _load_script("inference_speed").main(["--rounds", "1", "--no-compile", str(RECOGNITION_CFG)]) == 0
+    assert load_benchmark_script("inference_speed").main(["--rounds", "1", "--no-compile", str(RECOGNITION_CFG)]) == 0
     out = capsys.readouterr().out
     (row,) = _table(out)
     assert row[0] == RECOGNITION_CFG.stem and row[4].endswith("x") and float(row[4][:-1]) > 0
@@ -485,7 +476,7 @@ def test_inference_speed_script_prints_speedup_and_difference(capsys, _keep_torc
 def test_train_speed_script_tracks_losses(tmp_path, capsys, _keep_torch_threads):
     """benchmarks/train_speed.py on a few steps of small batches: every mode, float32's loss curve as reference."""
     args = ["--iters", "3", "--warmup", "1", "--batch-size", "2", "--videos", "2", "--data-dir", str(tmp_path / "d")]
-    assert _load_script("train_speed").main(args) == 0
+    assert load_benchmark_script("train_speed").main(args) == 0
     rows = {r[0]: r for r in _table(capsys.readouterr().out)}
     assert set(rows) == {"float32", "bf16 autocast", "channels-last", "bf16 autocast + channels-last"}
     assert rows["float32"][2] == "1.00x" and float(rows["float32"][3]) == 0.0
