@@ -281,7 +281,7 @@ def test_gpu_check_dry_run_lists_valid_steps_within_8_minutes():
     import shlex
     import subprocess
 
-    from actionkit.benchmark import build_parser
+    from actionkit.cli.benchmark import build_parser
 
     script = REPO / "benchmarks" / "gpu_check.sh"
     args = ["bash", str(script)] + ([] if not torch.cuda.is_available() else ["--dry-run"])
@@ -317,7 +317,7 @@ def test_gpu_check_dry_run_lists_valid_steps_within_8_minutes():
 def test_benchmark_fast_rows_and_table(tmp_path, capsys, monkeypatch):
     """``actionkit benchmark --fast`` times the fast path (eager here: no C++ compiler on PATH) and
     ``--table-from`` prints the rows of several --json files as one table."""
-    from actionkit.benchmark import main as bench_main
+    from actionkit.cli.benchmark import main as bench_main
 
     monkeypatch.setenv("CXX", str(tmp_path / "no-such-compiler"))
     common = [str(RECOGNITION_CFG), "--views", "1", "--size", "32", "--iters", "2", "--warmup", "1"]

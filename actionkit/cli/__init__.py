@@ -1,14 +1,21 @@
 """The ``actionkit`` console command: one entry point for every job.
 
     actionkit train CONFIG [--validate --seed 0 --deterministic --work-dir D ...]   (= tools/train.py)
-    actionkit test CONFIG CKPT [--eval mAP --out results.csv ...]                  (= tools/test.py)
+    actionkit test CONFIG CKPT [--eval mAP --out results.csv --fast ...]           (= tools/test.py)
     actionkit eval-ava --gt GT.csv --det DET.csv --label-map L.pbtxt [--official]
+    actionkit models [--task recognition|detection] [--json]
+    actionkit download NAME|URL
+    actionkit recognize VIDEO|FOLDER|LIST ... --checkpoint CKPT [--config CFG] [--fast]
+    actionkit detect VIDEO --config CFG --checkpoint CKPT [--out out.mp4 --csv results.csv --fast]
+    actionkit proposals VIDEO ... --out proposals.pkl|npz
     actionkit make-synthetic {kinetics,ava} --out DIR [--seed N]
     actionkit demo [--out DIR]
     actionkit lfb CONFIG --baseline CKPT
-    actionkit benchmark CONFIG [--device cpu|cuda] [--amp] [--channels-last] [--train-step]
+    actionkit benchmark CONFIG [--device cpu|cuda] [--amp] [--channels-last] [--fast] [--train-step]
     actionkit convert-proposals IN.pkl OUT.npz
     actionkit convert-lfb IN.pkl [IN2.pkl ...] --out DIR
+
+Each command is a module of this package with ``main(argv)``, registered in ``COMMANDS``.
 
 Errors: the project's own error types (ConfigError, CheckpointError, DecodeError, FeatureBankError, ...:
 every exception class defined in ``actionkit``), ValueError (bad input data named by file and line) and
@@ -32,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "make-synthetic": ("actionkit.cli.make_synthetic", "main", "write synthetic Kinetics- or AVA-format data"),
     "demo": ("actionkit.cli.demo", "main", "synthetic AVA data -> train SlowOnly -> test -> mAP, video and chart"),
     "lfb": ("actionkit.cli.lfb", "main", "the whole Long-Term Feature Bank workflow"),
-    "benchmark": ("actionkit.benchmark", "main", "model speed (videos/s, clips/s) and peak memory"),
+    "benchmark": ("actionkit.cli.benchmark", "main", "model speed (videos/s, clips/s) and peak memory"),
     "convert-proposals": ("actionkit.cli.convert_proposals", "main", "AVA proposal pickle -> safe .npz"),
     "convert-lfb": ("actionkit.cli.convert_lfb", "main", "MMAction2 lfb_*.pkl -> memory-mapped bank"),
     "models": ("actionkit.cli.models", "main", "the model zoo: published checkpoints and their metrics"),
