@@ -73,7 +73,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", encoding: str | None
         os.fsync(f.fileno())
         f.close()
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_path(path.parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             f.close()
@@ -94,8 +94,6 @@ def fsync_path(path: str | os.PathLike) -> None:
         finally:
             os.close(fd)
 
-
-_fsync_dir = fsync_path
 
 
 # ---- torch.distributed state, for the layers below the engine (torch is imported only when asked)

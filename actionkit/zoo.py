@@ -40,6 +40,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .utils import fsync_path
+
 _LOG = logging.getLogger("actionkit")
 
 TASKS = ("recognition", "detection")
@@ -411,12 +413,7 @@ def _check_and_commit(part: Path, dest: Path, url: str) -> None:
             raise ChecksumError(f"{url}: SHA-256 of the download starts with {actual[:len(expected)]}, not with "
                                 f"{expected} as its name says; refused and deleted (nothing was cached at {dest})")
     os.replace(part, dest)
-    with contextlib.suppress(OSError):
-        fd = os.open(dest.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    fsync_path(dest.parent)
     if expected is not None:
         st = dest.stat()
         _VERIFIED[(str(dest), st.st_size, st.st_mtime_ns)] = expected

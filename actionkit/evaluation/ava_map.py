@@ -25,7 +25,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ..data.ava_csv import (  # noqa: F401 - re-exported: reading and writing the files lives in ava_csv
-    MODES, AVAFormatError, AVARows, format_result_rows, make_image_key, read_ava_csv, read_exclusions, read_labelmap,
+    MODES, AVAFormatError, AVARows, format_result_rows, read_ava_csv, read_exclusions, read_labelmap,
     results2csv,
 )
 from .ava_order import reference_order

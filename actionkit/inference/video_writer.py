@@ -6,11 +6,11 @@ without a label above the threshold still gets its box (so that every detection 
 """
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ..visualize import Mp4Writer
 
 __all__ = ["BOX_COLOR", "LABEL_COLORS", "draw_detections", "draw_note", "Mp4Writer"]
 
@@ -43,76 +43,6 @@ def draw_detections(frame: np.ndarray, persons: np.ndarray,
                           LABEL_COLORS[k % len(LABEL_COLORS)], -1)
             cv2.putText(out, text, base, cv2.FONT_HERSHEY_DUPLEX, FONT_SCALE, TEXT_COLOR, 1, cv2.LINE_AA)
     return out
-
-
-class Mp4Writer:
-    """Write RGB frames as an H.264 mp4 (yuv420p) at ``fps``; written to a temporary file next to ``path`` and
-    renamed into place by :meth:`close` (an interrupted run leaves no truncated video). Odd frame sizes are
-    padded by one pixel (4:2:0 needs even sizes)."""
-
-    def __init__(self, path: str | os.PathLike, fps: float, crf: int = 20):
-        self.path = Path(path)
-        self.fps = fps
-        self.crf = crf
-        self.tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}.mp4")
-        self._container = None
-        self._stream = None
-        self.frames_written = 0
-
-    def _open(self, h: int, w: int) -> None:
-        import av
-        from fractions import Fraction
-
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.tmp), "w")
-        rate = Fraction(self.fps).limit_denominator(1001)
-        stream = self._container.add_stream("libx264", rate=rate)
-        stream.width, stream.height, stream.pix_fmt = w + w % 2, h + h % 2, "yuv420p"
-        stream.options = {"crf": str(self.crf), "preset": "veryfast"}
-        self._stream = stream
-
-    def write(self, frame: np.ndarray) -> None:
-        import av
-
-        h, w = frame.shape[:2]
-        if self._container is None:
-            self._open(h, w)
-        if h % 2 or w % 2:
-            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-        for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
-            self._container.mux(packet)
-        self.frames_written += 1
-
-    def close(self) -> None:
-        """Flush the encoder and move the file into place (an mp4 without frames is not written)."""
-        if self._container is None:
-            return
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
-        self._container = None
-        os.replace(self.tmp, self.path)
-
-    def abort(self) -> None:
-        if self._container is not None:
-            try:
-                self._container.close()
-            except Exception:
-                pass
-            self._container = None
-        try:
-            os.remove(self.tmp)
-        except OSError:
-            pass
-
-    def __enter__(self) -> "Mp4Writer":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def draw_note(frame: np.ndarray, text: str) -> np.ndarray:
