@@ -51,7 +51,7 @@ from actionkit.data.kinetics import RawframeDataset, VideoDataset
 from actionkit.data.pipeline import Compose
 from actionkit.synthetic.kinetics import render_clip, write_frame_folder, write_video
 from actionkit.engine.test import prepare_batch
-from actionkit.engine.train import auto_collate, loader_dataset
+from actionkit.engine.loaders import auto_collate, loader_dataset
 
 NORM = dict(type="Normalize", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
 TAIL = [dict(type="FormatShape", input_format="NCTHW"),

@@ -37,7 +37,7 @@ def load_batches(data_dir: Path, iters: int, batch_size: int, seed: int, videos:
     from actionkit.synthetic.ava import make_ava
     from actionkit.demo import DEMO_DATA, _data_ready, demo_config
     from actionkit.engine.test import prepare_batch
-    from actionkit.engine.train import build_train_loader
+    from actionkit.engine.loaders import build_train_loader
     from actionkit.registry import DATASETS
 
     data_args = {**DEMO_DATA, "num_train": videos}

@@ -16,7 +16,7 @@ from actionkit.data.kinetics import RawframeDataset
 from actionkit.data.pipeline import ReusedOutputs, deferred_normalization
 from actionkit.synthetic.kinetics import write_frame_folder
 from actionkit.engine.test import prepare_batch
-from actionkit.engine.train import loader_dataset
+from actionkit.engine.loaders import loader_dataset
 
 NORM = dict(type="Normalize", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
 

@@ -20,7 +20,7 @@ from actionkit.data.pipeline import (DEFERRED_NORMALIZE_KEY, Compose, DeferredNo
 from actionkit.data.transforms import Normalize, imresize_clip
 from actionkit.engine.distributed import DeferredNormalizeDataset
 from actionkit.engine.test import prepare_batch
-from actionkit.engine.train import auto_collate, build_test_loader, build_train_loader
+from actionkit.engine.loaders import auto_collate, build_test_loader, build_train_loader
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]

@@ -370,7 +370,7 @@ def test_fuse_conv_bn_keeps_outputs():
 
 
 def test_collate_chosen_by_dataset():
-    from actionkit.engine.train import dataset_collate
+    from actionkit.engine.loaders import dataset_collate
 
     class WithFn(EngineTestDataset):
         @staticmethod
@@ -424,7 +424,7 @@ def _spawned_test(rank: int, world: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
     from actionkit.engine.test import multi_gpu_test
-    from actionkit.engine.train import build_test_loader
+    from actionkit.engine.loaders import build_test_loader
 
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
@@ -446,7 +446,7 @@ def test_distributed_test_returns_every_sample_once_in_order(tmp_path):
     import torch.multiprocessing as mp
 
     from actionkit.engine.test import single_gpu_test
-    from actionkit.engine.train import build_test_loader
+    from actionkit.engine.loaders import build_test_loader
 
     out = tmp_path / "res.pt"
     mp.spawn(_spawned_test, args=(2, str(tmp_path / "init"), str(out)), nprocs=2, join=True)

@@ -28,7 +28,7 @@ from actionkit.engine.entry import test_main as run_test_main
 from actionkit.engine.fast import (FastInferenceModel, FastPathOptions, can_compile, native_bf16,
                                    optimize_for_inference, options_from_config)
 from actionkit.engine.test import single_gpu_test
-from actionkit.engine.train import build_test_loader
+from actionkit.engine.loaders import build_test_loader
 from actionkit.registry import DATASETS, ConfigError
 from conftest import load_benchmark_script, markdown_rows
 

@@ -196,7 +196,8 @@ def test_main(argv: Sequence[str] | None = None) -> int:
     rank, _ = get_dist_info()
     logger = get_logger(None)
     from .test import multi_gpu_test, single_gpu_test
-    from .train import build_dataset, build_test_loader, evaluate_dataset
+    from .loaders import build_test_loader
+    from .train import build_dataset, evaluate_dataset
 
     if "data" not in cfg or "test" not in cfg.data:
         raise cfg.error("is required but missing", "data.test")

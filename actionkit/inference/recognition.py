@@ -1,7 +1,7 @@
 """Action recognition on users' videos: ``init_recognizer`` / ``inference_recognizer`` (MMAction2 0.x names).
 
 ``inference_recognizer(model, video)`` runs the config's ``data.test.pipeline`` through the engine's own test
-path (:func:`~actionkit.engine.train.build_test_loader`: per-sample seeding, deferred normalisation finished by
+path (:func:`~actionkit.engine.loaders.build_test_loader`: per-sample seeding, deferred normalisation finished by
 :func:`~actionkit.engine.test.prepare_batch`, the recognition collate, ``split_result``), so a video gives
 exactly the scores that ``tools/test.py`` gives for it.  ``video`` may be
 
@@ -340,7 +340,7 @@ class RecognitionInputs(torch.utils.data.Dataset):
         """``(items without their data, [(input indices, collated batch), ...])``: the readable items collated
         with the engine's collate, one batch per clip shape (inputs of another size or length than the rest of
         the batch get their own), in input order."""
-        from ..engine.train import auto_collate
+        from ..engine.loaders import auto_collate
 
         groups: dict[Any, list[RecognitionItem]] = {}
         for it in items:
@@ -360,7 +360,7 @@ def _clip_shape(data: Mapping[str, Any]) -> tuple:
 def build_recognition_loader(inputs: RecognitionInputs, cfg: Mapping, batch_size: int = 1,
                              num_workers: int = 0) -> torch.utils.data.DataLoader:
     """The engine's test loader (``build_test_loader``) over ``inputs`` with the given batch and workers."""
-    from ..engine.train import build_test_loader
+    from ..engine.loaders import build_test_loader
 
     loader_cfg = copy.deepcopy(dict(cfg))
     data = dict(loader_cfg.get("data") or {})
