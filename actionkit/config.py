@@ -225,6 +225,18 @@ def apply_cfg_options(cfg: dict, options: Mapping[str, Any] | Iterable[str], fil
                               f"not a dict", dotted, filename)
 
 
+def config_to_python(cfg: Mapping) -> str:
+    """The resolved config as a Python file (``key = value`` per top-level entry) that loads back."""
+    import pprint
+
+    from .version import __version__
+
+    lines = [f"# resolved by actionkit {__version__}"]
+    for k, v in to_plain(dict(cfg)).items():
+        lines.append(f"{k} = {pprint.pformat(v, sort_dicts=False, width=110)}")
+    return "\n".join(lines) + "\n"
+
+
 def load_config(path: str | os.PathLike | Mapping, cfg_options: Mapping[str, Any] | Iterable[str] | None = None) -> Config:
     """Load a config file (or wrap a dict) and apply ``cfg_options`` overrides."""
     if isinstance(path, Config):
