@@ -1,22 +1,17 @@
-"""The epoch-based training loop (MMAction2 0.x ``train_model`` + the mmcv 1.x runner hooks it relies on).
+"""Training: :func:`train_model` (MMAction2 0.x ``train_model``) sets up the run from a config and trains with a
+:class:`~actionkit.engine.trainer.Trainer` and the hooks of ``hooks.py`` (logging, PreciseBN, checkpoints,
+evaluation and the best model, in that order).
 
 Reproducibility: the data order is a pure function of ``(seed, epoch)`` (:class:`EpochBatchSampler`),
 random augmentation is seeded per sample from ``(seed, epoch, index)`` (:class:`SeededDataset`), the lr is a
 pure function of ``(epoch, iteration)`` and checkpoints hold the model, optimizer, AMP scaler, epoch,
 iteration, position inside the epoch and every rank's RNG states.  ``checkpoint_config.by_iter_interval=N``
 additionally writes ``latest.pth`` every N iterations inside an epoch; resuming from any checkpoint gives
-the same weights as an uninterrupted run.
-
-Why this module is long: ``train_model`` keeps the behaviour of mmcv 1.x's epoch runner and its hooks in one
-loop (checkpoints, evaluation and the best model, PreciseBN, exact resume accounting, non-finite guards, the
-work-dir lock) because resume exactness depends on their order; the loaders it uses live in
-``loaders.py``.
+the same weights as an uninterrupted run (:func:`resume_position`).
 """
 from __future__ import annotations
 
-import inspect
 import logging
-import math
 import os
 import random
 import time
@@ -25,41 +20,31 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from ..config import to_plain
 from ..data.kinetics import check_labels_fit_model
 from ..registry import DATASETS, ConfigError
 from ..utils import WorkDirLock, WorkDirLockedError, ensure_directory, remove_stale_temp_files
-from ..checkpoint import (CheckpointError, check_finite, copy_checkpoint, extract_state_dict, get_rng_state,
-                         load_checkpoint, load_state_dict, nonfinite_tensors, safe_load, save_checkpoint,
-                         set_rng_state)
-from .distributed import all_gather_object, broadcast_object, get_dist_info, is_dist, reduce_mean, sync_random_seed
-from .loaders import build_precise_bn_loader, build_test_loader, build_train_loader
+from ..checkpoint import (CheckpointError, check_finite, extract_state_dict, load_checkpoint, load_state_dict,
+                         safe_load, set_rng_state)
+from .distributed import broadcast_object, get_dist_info, is_dist, sync_random_seed
+from .hooks import (CheckpointHook, EvalHook, LoggerHook, PreciseBNHook, evaluate_dataset, precise_bn,
+                    should_evaluate as _should_evaluate)
+from .loaders import build_test_loader, build_train_loader
 from .logging import TrainLogger, get_logger
-from .optim import build_optimizer, clip_grads
+from .optim import build_optimizer
 from .schedule import LrScheduler
-from .test import autocast_context, model_device, multi_gpu_test, prepare_batch, single_gpu_test, unwrap_model
+from .test import multi_gpu_test, single_gpu_test
+from .trainer import NonFiniteTrainingError, Trainer, parse_losses
 
-# keys of cfg.evaluation consumed by the hook (the rest goes to dataset.evaluate)
-_EVAL_HOOK_KEYS = ("interval", "start", "save_best", "rule", "gpu_collect", "tmpdir", "by_epoch",
-                   "broadcast_bn_buffers", "out_dir", "less_keys", "greater_keys")
-_GREATER_KEYS = ("acc", "top", "AR@", "auc", "precision", "mAP", "mDice", "mIoU", "mAcc", "aAcc", "recall")
+# re-exported: ``from actionkit.engine.train import ...`` keeps working for the names that moved
+__all__ = ["train_model", "build_dataset", "set_random_seed", "set_deterministic", "resume_position",
+           "load_optimizer_state", "NonFiniteTrainingError", "parse_losses", "precise_bn", "evaluate_dataset",
+           "DEFAULT_MAX_NONFINITE_LOSSES"]
+
 # config ``max_nonfinite_losses``: this many consecutive iterations with a NaN / Inf loss stop training
 DEFAULT_MAX_NONFINITE_LOSSES = 3
-
-
-class NonFiniteTrainingError(RuntimeError):
-    """Training diverged: repeated NaN / Inf losses, or weights that are no longer finite."""
-
-
-# --------------------------------------------------------------------------------------------- helpers
-
-def _stopped(epoch: int, iteration: int, why: str, last_checkpoint: str | None,
-             advice: str) -> "NonFiniteTrainingError":
-    last = f"; the last good checkpoint is {last_checkpoint}" if last_checkpoint else ""
-    return NonFiniteTrainingError(f"training stopped at epoch {epoch}, iteration {iteration}: {why}{last} ({advice})")
 
 
 def build_dataset(cfg: Mapping[str, Any], split: str, **kwargs: Any) -> Any:
@@ -95,106 +80,6 @@ def set_deterministic() -> None:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 
-def parse_losses(losses: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-    """MMAction2 ``_parse_losses``: mean every entry, sum those whose key contains ``'loss'``.
-
-    Returns the total loss (a tensor with grad) and the log variables (floats, averaged across ranks).
-    """
-    log_vars: dict[str, torch.Tensor] = {}
-    for name, value in losses.items():
-        if isinstance(value, torch.Tensor):
-            log_vars[name] = value.float().mean()
-        elif isinstance(value, (list, tuple)) and all(isinstance(v, torch.Tensor) for v in value):
-            log_vars[name] = sum(v.float().mean() for v in value)
-        elif isinstance(value, (int, float)):
-            log_vars[name] = torch.tensor(float(value))
-        else:
-            raise TypeError(f"{name} is not a tensor or list of tensors")
-    loss_terms = [v for k, v in log_vars.items() if "loss" in k]
-    if not loss_terms:
-        raise ValueError(f"the model returned no entry whose key contains 'loss' (got {list(losses)})")
-    loss = sum(loss_terms)
-    log_vars["loss"] = loss
-    out: dict[str, float] = {}
-    for k, v in log_vars.items():
-        out[k] = reduce_mean(v.detach().item()) if is_dist() else float(v.detach().item())
-    return loss, out
-
-
-def evaluate_dataset(dataset: Any, results: list, eval_cfg: Mapping, logger: logging.Logger | None = None) -> dict:
-    """``dataset.evaluate(results, **kwargs)`` with only the arguments its signature accepts."""
-    kwargs = {k: v for k, v in dict(eval_cfg).items() if k not in _EVAL_HOOK_KEYS}
-    if "metric" in kwargs and "metrics" not in kwargs:
-        kwargs["metrics"] = kwargs.pop("metric")
-    try:
-        params = inspect.signature(dataset.evaluate).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if params and not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        dropped = [k for k in kwargs if k not in params]
-        if dropped:
-            (logger or logging.getLogger("actionkit")).warning(
-                "evaluation options %s are not accepted by %s.evaluate and are ignored", dropped,
-                type(dataset).__name__)
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    if "logger" in params or not params:
-        kwargs["logger"] = logger
-    return dict(dataset.evaluate(results, **kwargs))
-
-
-def broadcast_bn_buffers(model: nn.Module) -> None:
-    if not is_dist():
-        return
-    for m in unwrap_model(model).modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            dist.broadcast(m.running_mean, 0)
-            dist.broadcast(m.running_var, 0)
-
-
-def precise_bn(model: nn.Module, loader: Any, num_iters: int, amp: bool = False,
-               logger: logging.Logger | None = None) -> int:
-    """Recompute BN running statistics as the arithmetic mean of ``num_iters`` train batches' statistics
-    (MMAction2 ``mmaction/utils/precise_bn.py``); averaged across ranks.  Returns the batches used."""
-    net = unwrap_model(model)
-    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns or num_iters <= 0:
-        return 0
-    was_training = net.training
-    net.train()
-    momenta = [m.momentum for m in bns]
-    for m in bns:
-        m.momentum = 1.0
-    sums_mean = [torch.zeros_like(m.running_mean) for m in bns]
-    sums_var = [torch.zeros_like(m.running_var) for m in bns]
-    device = model_device(net)
-    n = 0
-    with torch.no_grad():
-        for data in loader:
-            if n >= num_iters:
-                break
-            with autocast_context(amp, device):
-                net(return_loss=False, **prepare_batch(data, device))
-            for i, m in enumerate(bns):
-                sums_mean[i] += m.running_mean
-                sums_var[i] += m.running_var
-            n += 1
-    for i, m in enumerate(bns):
-        m.momentum = momenta[i]
-        if n:
-            mean, var = sums_mean[i] / n, sums_var[i] / n
-            if is_dist():
-                dist.all_reduce(mean)
-                dist.all_reduce(var)
-                mean /= dist.get_world_size()
-                var /= dist.get_world_size()
-            m.running_mean.copy_(mean)
-            m.running_var.copy_(var)
-    net.train(was_training)
-    if logger is not None:
-        logger.info("PreciseBN: recomputed %d BN layers' statistics over %d batches", len(bns), n)
-    return n
-
-
 def _revise(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
 
@@ -206,14 +91,6 @@ def _max_epochs(cfg: Mapping) -> int:
     if "max_epochs" in runner:
         return int(runner["max_epochs"])
     raise ConfigError("is required (number of training epochs)", "total_epochs", getattr(cfg, "filename", None))
-
-
-def _best_rule(key: str, rule: str | None) -> str:
-    if rule is not None:
-        if rule not in ("greater", "less"):
-            raise ConfigError("rule must be 'greater' or 'less'", "evaluation.rule")
-        return rule
-    return "less" if "loss" in key.lower() else "greater"
 
 
 def load_optimizer_state(optimizer: torch.optim.Optimizer, state: Mapping, filename: str | os.PathLike) -> None:
@@ -282,7 +159,7 @@ def _max_nonfinite_losses(cfg: Mapping, filename: str | None) -> int:
     return value
 
 
-# --------------------------------------------------------------------------------------------- the loop
+# --------------------------------------------------------------------------------------------- train_model
 def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, distributed: bool = False,
                 validate: bool = False, timestamp: str | None = None, meta: Mapping | None = None,
                 amp: bool | None = None, deterministic: bool = False, test: Mapping | None = None,
@@ -369,7 +246,6 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
         raise ConfigError(f"the training set ({len(dataset)} samples) gives no batch of "
                           f"{batch_sampler.batch_size}", "data.videos_per_gpu", filename)
     max_epochs = _max_epochs(cfg)
-    max_iters = max_epochs * iters_per_epoch
 
     if "optimizer" not in cfg:
         raise ConfigError("is required", "optimizer", filename)
@@ -421,192 +297,45 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
             ddp_kwargs["device_ids"] = [device.index]
         model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
 
-    # ---- hooks configuration
+    # ---- the trainer and its hooks (the order of the hooks is the order of their effects)
     ckpt_cfg = dict(cfg.get("checkpoint_config") or {})
-    ckpt_interval = int(ckpt_cfg.get("interval", 1))
-    by_iter_interval = int(ckpt_cfg.get("by_iter_interval", 0) or 0)
-    max_keep = int(ckpt_cfg.get("max_keep_ckpts", -1))
-    save_last = bool(ckpt_cfg.get("save_last", True))
-    ckpt_meta_extra = dict(ckpt_cfg.get("meta") or {})
-    log_interval = int((cfg.get("log_config") or {}).get("interval", 20))
-    eval_cfg = dict(cfg.get("evaluation") or {})
-    eval_interval = int(eval_cfg.get("interval", 1))
-    eval_start = eval_cfg.get("start")
-    save_best = eval_cfg.get("save_best", "auto")  # MMAction2 0.x EvalHook default
+    checkpoint_hook = CheckpointHook(work_dir, interval=int(ckpt_cfg.get("interval", 1)),
+                                     by_iter_interval=int(ckpt_cfg.get("by_iter_interval", 0) or 0),
+                                     max_keep=int(ckpt_cfg.get("max_keep_ckpts", -1)),
+                                     save_last=bool(ckpt_cfg.get("save_last", True)))
+    hooks: list = [LoggerHook(tlog, int((cfg.get("log_config") or {}).get("interval", 20)))]
     pbn_cfg = cfg.get("precise_bn")
-
-    val_dataset = val_loader = None
+    if pbn_cfg:
+        hooks.append(PreciseBNHook(dataset, int(pbn_cfg.get("num_iters", 200)), int(pbn_cfg.get("interval", 1)),
+                                   seed + 7919))
+    hooks.append(checkpoint_hook)
+    eval_hook = None
     if validate:
         if "val" not in cfg.get("data", {}):
             raise ConfigError("is required with --validate", "data.val", filename)
         val_dataset = build_dataset(cfg, "val", test_mode=True)
         val_loader = build_test_loader(val_dataset, cfg, "val", distributed, seed)
+        eval_hook = EvalHook(val_dataset, val_loader, cfg.get("evaluation") or {}, tlog, work_dir, distributed,
+                             filename)
+        hooks.append(eval_hook)
 
-    def make_meta(epoch_done: int, inner: int) -> dict:
-        m = {**ckpt_meta_extra, **{k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))},
-             "epoch": epoch_done, "iter": global_iter, "inner_iter": inner, "seed": seed,
-             "time": time.asctime(), "world_size": world,
-             "config": cfg.pretty_text() if hasattr(cfg, "pretty_text") else repr(to_plain(dict(cfg))),
-             "iters_per_epoch": iters_per_epoch, "hook_msgs": dict(hook_msgs),
-             "rng_states": all_gather_object(get_rng_state())}
-        return m
-
-    def write_ckpt(path: Path, epoch_done: int, inner: int) -> None:
-        bad = nonfinite_tensors(unwrap_model(model).state_dict())  # same on every rank (DDP keeps them equal)
-        if bad:
-            raise _stopped(epoch + 1, inner or iters_per_epoch,
-                           f"{len(bad)} weight tensors are NaN / Inf (first: {', '.join(bad[:5])}); {path.name} was "
-                           f"not written", summary.get("last_checkpoint"),
-                           "lower the lr or set optimizer_config.grad_clip")
-        m = make_meta(epoch_done, inner)  # collective: every rank takes part
-        if rank == 0:
-            extra = {"amp_scaler": scaler.state_dict()} if scaler is not None else None
-            save_checkpoint(path, model, optimizer, scheduler, meta=m, extra=extra)
-
-    summary: dict[str, Any] = {"best_checkpoint": hook_msgs.get("best_ckpt"),
-                               "best_score": hook_msgs.get("best_score"), "eval_results": None,
-                               "last_checkpoint": None}
-    logger.info("Start running, work_dir: %s, max: %d epochs (%d iters/epoch)", work_dir, max_epochs, iters_per_epoch)
-    t_start = time.time()
-    iters_run = 0
-    lr = scheduler.lrs_at(start_epoch, global_iter, iters_per_epoch, max_epochs)[0]
-    nonfinite_run = 0
-    epoch = start_epoch
-    for epoch in range(start_epoch, max_epochs):
-        batch_sampler.set_epoch(epoch)
-        inner = start_inner if epoch == start_epoch else 0
-        batch_sampler.set_start_batch(inner)
-        model.train()
-        buf: dict[str, list[float]] = {}
-        t_data = time.time()
-        for data in loader:
-            data_time = time.time() - t_data
-            lr = scheduler.step(epoch, global_iter, iters_per_epoch, max_epochs)[0]
-            data = prepare_batch(data, device)
-            with autocast_context(use_amp, device):
-                outputs = model(**data, return_loss=True)
-            loss, log_vars = parse_losses(outputs)
-            # the logged loss is the mean over ranks: every rank takes the same decision
-            finite = math.isfinite(log_vars["loss"])
-            if finite:
-                nonfinite_run = 0
-            else:
-                nonfinite_run += 1
-                logger.warning("non-finite loss %s at epoch %d iter %d: the update is skipped (%d in a row; "
-                               "max_nonfinite_losses=%d)", log_vars["loss"], epoch + 1, inner + 1, nonfinite_run,
-                               max_nonfinite)
-                if nonfinite_run >= max_nonfinite:
-                    raise _stopped(epoch + 1, inner + 1,
-                                   f"the loss was NaN / Inf for {nonfinite_run} consecutive iterations "
-                                   f"(max_nonfinite_losses={max_nonfinite})", summary.get("last_checkpoint"),
-                                   "lower the lr, set optimizer_config.grad_clip, or check the data")
-            optimizer.zero_grad()
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    norm = clip_grads(unwrap_model(model).parameters(), **grad_clip)
-                    if norm is not None:
-                        log_vars["grad_norm"] = float(norm)
-                # a NaN / Inf loss gives non-finite gradients: the scaler's step skips the update itself
-                # (and update() lowers the scale), which keeps its per-iteration state consistent
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                loss.backward()  # also for a skipped update: DDP ranks meet in backward
-                if grad_clip is not None:
-                    norm = clip_grads(unwrap_model(model).parameters(), **grad_clip)
-                    if norm is not None:
-                        log_vars["grad_norm"] = float(norm)
-                if finite:
-                    optimizer.step()
-            global_iter += 1
-            inner += 1
-            iters_run += 1
-            iter_time = time.time() - t_data
-            for k, v in {**log_vars, "time": iter_time, "data_time": data_time}.items():
-                buf.setdefault(k, []).append(v)
-            if inner % log_interval == 0:
-                avg = {k: float(np.mean(v)) for k, v in buf.items()}
-                t_avg, d_avg = avg.pop("time"), avg.pop("data_time")
-                eta = (time.time() - t_start) / iters_run * (max_iters - global_iter)
-                tlog.log_train(epoch + 1, inner, iters_per_epoch, global_iter, lr, avg, t_avg, d_avg, eta)
-                buf = {}
-            if by_iter_interval and global_iter % by_iter_interval == 0 and inner < iters_per_epoch:
-                write_ckpt(work_dir / "latest.pth", epoch, inner)
-            t_data = time.time()
-        epoch_done = epoch + 1
-
-        if pbn_cfg and epoch_done % int(pbn_cfg.get("interval", 1)) == 0:
-            pbn_loader = build_precise_bn_loader(dataset, loader, batch_sampler, seed + 7919, epoch)
-            precise_bn(model, pbn_loader, int(pbn_cfg.get("num_iters", 200)), use_amp, logger)
-
-        if epoch_done % ckpt_interval == 0 or (save_last and epoch_done == max_epochs):
-            path = work_dir / f"epoch_{epoch_done}.pth"
-            write_ckpt(path, epoch_done, 0)
-            if rank == 0:
-                copy_checkpoint(path, work_dir / "latest.pth")
-                if max_keep > 0:
-                    for old in range(epoch_done - max_keep * ckpt_interval, 0, -ckpt_interval):
-                        p = work_dir / f"epoch_{old}.pth"
-                        if p.exists():
-                            p.unlink()
-            summary["last_checkpoint"] = str(path)
-            logger.info("Saving checkpoint at %d epochs", epoch_done)
-
-        if validate and _should_evaluate(epoch, eval_interval, eval_start):
-            if eval_cfg.get("broadcast_bn_buffers", True):
-                broadcast_bn_buffers(model)
-            if distributed:
-                results = multi_gpu_test(model, val_loader, amp=use_amp)
-            else:
-                results = single_gpu_test(model, val_loader, amp=use_amp)
-            eval_res = evaluate_dataset(val_dataset, results, eval_cfg, logger) if rank == 0 else None
-            eval_res = broadcast_object(eval_res)
-            summary["eval_results"] = eval_res
-            tlog.log_val(epoch_done, global_iter, lr, eval_res)
-            if save_best and eval_res:
-                key = next(iter(eval_res)) if save_best == "auto" else save_best
-                if key not in eval_res:
-                    raise ConfigError(f"'{key}' is not among the evaluation results {list(eval_res)}",
-                                      "evaluation.save_best", filename)
-                rule = _best_rule(key, eval_cfg.get("rule"))
-                score = float(eval_res[key])
-                best = hook_msgs.get("best_score")
-                if best is not None and not math.isfinite(float(best)):
-                    best = None  # a NaN best (older runs) never wins a comparison
-                better = best is None or (score > best if rule == "greater" else score < best)
-                if not math.isfinite(score):
-                    better = False
-                    logger.warning("epoch %d: %s is %s; not a candidate for the best checkpoint", epoch_done, key,
-                                   score)
-                if better:
-                    old = hook_msgs.get("best_ckpt")
-                    new = work_dir / f"best_{key}_epoch_{epoch_done}.pth"
-                    hook_msgs.update(best_score=score, best_ckpt=str(new), best_key=key)
-                    write_ckpt(new, epoch_done, 0)
-                    if rank == 0 and old and Path(old).exists() and Path(old) != new:
-                        Path(old).unlink()
-                    summary.update(best_checkpoint=str(new), best_score=score)
-                    logger.info("Now best checkpoint is saved as %s (%s: %.4f)", new.name, key, score)
-        start_inner = 0
-    summary.update(epoch=max_epochs, iter=global_iter)
-    tlog.close()
-
+    trainer = Trainer(model, optimizer, scheduler, loader, batch_sampler, max_epochs, device=device, amp=use_amp,
+                      scaler=scaler, grad_clip=grad_clip, max_nonfinite_losses=max_nonfinite, work_dir=work_dir,
+                      seed=seed, checkpoint_meta={**dict(ckpt_cfg.get("meta") or {}), **{
+                          k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))}},
+                      config_text=cfg.pretty_text() if hasattr(cfg, "pretty_text") else repr(to_plain(dict(cfg))),
+                      start_epoch=start_epoch, start_iter=global_iter, start_inner=start_inner, hook_msgs=hook_msgs,
+                      logger=logger, hooks=hooks)
+    trainer.train()
+    summary: dict[str, Any] = {"best_checkpoint": trainer.hook_msgs.get("best_ckpt"),
+                               "best_score": trainer.hook_msgs.get("best_score"),
+                               "eval_results": eval_hook.results if eval_hook is not None else None,
+                               "last_checkpoint": trainer.last_checkpoint, "epoch": max_epochs, "iter": trainer.iter}
     test = dict(test or {})
     if test.get("test_last") or test.get("test_best"):
         summary["test_results"] = _test_after_training(model, cfg, work_dir, test, summary, distributed,
                                                        use_amp, logger, seed)
     return summary
-
-
-def _should_evaluate(epoch: int, interval: int, start: int | None) -> bool:
-    """mmcv ``EvalHook._should_evaluate`` with the 0-based epoch that just finished."""
-    if start is None:
-        return (epoch + 1) % interval == 0
-    if epoch + 1 < start:
-        return False
-    return (epoch + 1 - start) % interval == 0
 
 
 def _test_after_training(model: nn.Module, cfg: Mapping, work_dir: Path, test: Mapping, summary: Mapping,
