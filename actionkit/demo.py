@@ -12,9 +12,11 @@ import csv
 import json
 import logging
 import os
+import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -27,6 +29,94 @@ DEMO_CONFIG = REPO / "configs" / "detection" / "synthetic" / "slowonly_r18_tiny_
 DEMO_DATA = dict(num_train=64, num_val=6, num_keyframes=10, margin_s=1, write_videos=False, actors=(3, 4))
 
 log = logging.getLogger("actionkit.demo")
+
+
+def default_threads() -> int:
+    """Torch threads of a demo run: half the cores for compute, the rest for the data-loader workers
+    (oversubscribing a 2-core machine made training steps many times slower)."""
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@dataclass
+class DemoResult:
+    """What :func:`run_demo` wrote and measured: the frame mAP@0.5 result on the validation keyframes
+    (:class:`~actionkit.evaluation.ava_map.FrameMAPResult`), the proposal recall bounding it, and the files."""
+
+    frame_map: Any
+    proposal_recall: float
+    results_csv: Path
+    metrics_json: Path
+    chart: Path
+    videos: list[Path] = field(default_factory=list)
+
+
+def run_demo(out: str | os.PathLike = "demo_out", *, seed: int = 0, epochs: int | None = None,
+             num_train: int = DEMO_DATA["num_train"], cfg_options: Sequence[str] | None = None) -> DemoResult:
+    """The demo end to end into the folder ``out`` (see the module docstring), printing each step.
+
+    ``seed`` seeds the data and the (deterministic) training run; ``epochs`` overrides the config's
+    ``total_epochs``; ``num_train`` is the number of synthetic training videos; ``cfg_options`` (``key=value``)
+    are applied to the demo config last.  Data of the same size and seed and a finished training run in ``out``
+    are reused; an interrupted training run resumes from ``out/work_dir/latest.pth``.
+    """
+    import torch
+
+    from .config import config_to_python, load_config
+    from .engine import run
+    from .evaluation.ava_map import frame_map
+    from .synthetic.ava import make_ava
+    from .utils import atomic_save_text
+    from .visualize import bar_chart_png
+
+    start = time.time()
+    out = Path(out).resolve()
+    data_dir = out / "data"
+    data_args = dict(DEMO_DATA, num_train=num_train)
+    if _data_ready(data_dir, seed, data_args):
+        print(f"[1/4] synthetic AVA data: reusing {data_dir}")
+    else:
+        print(f"[1/4] writing synthetic AVA-format data to {data_dir}")
+        make_ava(data_dir, seed=seed, **data_args)
+    cfg, info = demo_config(data_dir, epochs, cfg_options)
+    work = out / "work_dir"
+    work.mkdir(parents=True, exist_ok=True)
+    cfg_path = work / "demo_config.py"
+    atomic_save_text(cfg_path, config_to_python(cfg))
+    run_cfg = load_config(cfg_path)      # the run uses the file it leaves behind
+    final_ckpt = work / f"epoch_{cfg.total_epochs}.pth"
+    if final_ckpt.is_file():
+        print(f"[2/4] training: reusing {final_ckpt}")
+    else:
+        print(f"[2/4] training a SlowOnly detector for {cfg.total_epochs} epochs "
+              f"(CPU, {torch.get_num_threads()} threads)")
+        latest = work / "latest.pth"
+        run.train(run_cfg, work_dir=work, validate=True, seed=seed, deterministic=True,
+                  resume_from=latest if latest.is_file() else None)
+    results_csv = out / "results.csv"
+    print(f"[3/4] testing {final_ckpt.name} -> {results_csv}")
+    tested = run.test(run_cfg, final_ckpt, out=results_csv, metrics=["mAP"])
+    for line in run.metric_lines(tested.metrics):
+        print(line, flush=True)
+    res = frame_map(cfg.data.val.ann_file, results_csv, cfg.data.val.label_file, cfg.data.val.exclude_file)
+    val = cfg.data.val
+    recall = proposal_recall(val.ann_file, val.proposal_file, val.exclude_file, val.get("person_det_score_thr", 0.0))
+    print(f"\nframe mAP@0.5 on the validation keyframes: {res.mAP:.4f}  (the person proposals with score >= "
+          f"{val.get('person_det_score_thr', 0.0)} cover {recall:.1%} of the people at IoU 0.5)")
+    width = max(len(n) for n in res.names.values())
+    for cid, ap in res.per_class.items():
+        print(f"  {res.names[cid].ljust(width)}  AP {ap:.4f}  ({res.num_gt.get(cid, 0)} GT boxes)")
+    metrics_json = out / "metrics.json"
+    atomic_save_text(metrics_json, json.dumps(res.to_json(), indent=2))
+    print("[4/4] drawing predictions and the per-class AP chart")
+    chart = out / "per_class_ap.png"
+    bar_chart_png([res.names[c] for c in res.per_class], list(res.per_class.values()), chart,
+                  title=f"Per-class AP@0.5 (frame mAP {res.mAP:.3f})")
+    videos = render_predictions(results_csv, data_dir, info, out)
+    print(f"\nwrote: {results_csv}\n       {metrics_json}\n       {chart}")
+    for v in videos:
+        print(f"       {v}")
+    print(f"done in {time.time() - start:.0f} s")
+    return DemoResult(res, recall, results_csv, metrics_json, chart, videos)
 
 
 def _data_ready(data_dir: Path, seed: int | None = None, data_args: dict | None = None) -> bool:

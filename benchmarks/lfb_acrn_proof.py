@@ -97,7 +97,8 @@ def make_data(data_dir: Path, seed: int, num_train: int, num_val: int, num_keyfr
 
 def train_and_test(config: Path, work: Path, seed: int, options: list[str], quiet: bool) -> float | None:
     """tools/train.py --validate + tools/test.py on the final checkpoint; None when both were reused."""
-    from actionkit.engine.entry import test_main, train_main
+    from actionkit.cli.test import main as test_main
+    from actionkit.cli.train import main as train_main
     from actionkit.engine.lfb_workflow import checkpoint_status
     from actionkit.config import load_config
     from actionkit.engine.train import _max_epochs

@@ -64,7 +64,7 @@ def write_config_and_checkpoint(work_dir: Path, num_clips: int = 10, short_side:
 
     from actionkit.config import load_config
     from actionkit.checkpoint import save_checkpoint
-    from actionkit.engine.entry import config_to_python
+    from actionkit.config import config_to_python
     from actionkit.models.builder import build_model
 
     model_cfg = load_config(TINY_CONFIG)

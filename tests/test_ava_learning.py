@@ -21,7 +21,9 @@ import torch
 from actionkit.config import load_config
 from actionkit.synthetic.ava import CLASSES, make_ava
 from actionkit.checkpoint import save_checkpoint
-from actionkit.engine.entry import config_to_python, test_main, train_main
+from actionkit.config import config_to_python
+from actionkit.cli.test import main as test_main
+from actionkit.cli.train import main as train_main
 from actionkit.models.builder import build_model
 from actionkit.evaluation.ava_map import frame_map
 

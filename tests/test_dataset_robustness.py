@@ -303,7 +303,8 @@ def test_ava_timeline_edges_are_accepted(tmp_path):
 def test_train_and_test_commands_check_labels_before_any_work(tmp_path):
     """The engine builds every dataset through one function that checks the labels against the head: a label
     beyond ``num_classes`` stops train.py / test.py at once, naming the list file and line."""
-    from actionkit.engine.entry import test_main, train_main
+    from actionkit.cli.test import main as test_main
+    from actionkit.cli.train import main as train_main
 
     ann = write(tmp_path / "list.txt", "a.mp4 0\nb.mp4 7\n")
     cfg = write(tmp_path / "cfg.py", f"""

@@ -100,7 +100,7 @@ def test_keyframe_clip_equals_dataset_item(synthetic):
 def test_detect_csv_equals_tools_test_and_same_map(synthetic, tmp_path, capsys):
     """detect --person-boxes (the synthetic proposals) on each val video: its csv rows equal tools/test.py --out
     on the same keyframes (action_thr 0 in both), and eval-ava gives the same mAP."""
-    from actionkit.engine.entry import test_main
+    from actionkit.cli.test import main as test_main
     from actionkit.evaluation.ava_map import frame_map
 
     ref = tmp_path / "ref.csv"
@@ -365,7 +365,8 @@ def test_lfb_model_on_a_video_equals_dataset_path(tmp_path, capsys):
     from actionkit.config import load_config
     from actionkit.synthetic.ava import make_ava
     from actionkit.checkpoint import save_checkpoint
-    from actionkit.engine.entry import config_to_python, test_main
+    from actionkit.config import config_to_python
+    from actionkit.cli.test import main as test_main
     from actionkit.engine.lfb_workflow import build_infer_config
     from actionkit.evaluation.ava_map import frame_map
     from actionkit.models.builder import build_model_from_config

@@ -17,8 +17,8 @@ from torch import nn
 
 from actionkit.checkpoint import safe_load
 from actionkit.engine.distributed import DistributedTestSampler, EpochBatchSampler, SeededDataset
-from actionkit.engine.entry import test_main as run_test_main
-from actionkit.engine.entry import train_main
+from actionkit.cli.test import main as run_test_main
+from actionkit.cli.train import main as train_main
 from actionkit.registry import DATASETS, MODELS
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -125,7 +125,8 @@ sys.path.insert(0, {str(TESTS_DIR)!r})
 import torch
 torch.set_num_threads(int(os.environ.get("ACTIONKIT_TEST_THREADS", "1")))
 import test_engine  # registers the test-only model and dataset
-from actionkit.engine.entry import train_main, test_main
+from actionkit.cli.train import main as train_main
+from actionkit.cli.test import main as test_main
 sys.exit((train_main if sys.argv[1] == "train" else test_main)(sys.argv[2:]))
 """
 

@@ -24,8 +24,8 @@ from torch import nn
 
 import actionkit.utils as ak_utils
 from actionkit.checkpoint import CheckpointError, load_checkpoint, safe_load, save_checkpoint
-from actionkit.engine.entry import test_main as run_test_main
-from actionkit.engine.entry import train_main
+from actionkit.cli.test import main as run_test_main
+from actionkit.cli.train import main as train_main
 from actionkit.engine.train import NonFiniteTrainingError
 from actionkit.registry import DATASETS, MODELS, ConfigError
 from actionkit.utils import (WorkDirLock, WorkDirLockedError, atomic_save_text, ensure_directory,

@@ -22,9 +22,9 @@ from actionkit import load_config
 from actionkit.synthetic.ava import make_ava
 from actionkit.synthetic.kinetics import make_kinetics
 from actionkit.checkpoint import save_checkpoint
-from actionkit.engine.entry import config_to_python
+from actionkit.config import config_to_python
 from actionkit.models.builder import build_model
-from actionkit.engine.entry import test_main as run_test_main
+from actionkit.cli.test import main as run_test_main
 from actionkit.engine.fast import (FastInferenceModel, FastPathOptions, can_compile, native_bf16,
                                    optimize_for_inference, options_from_config)
 from actionkit.engine.test import single_gpu_test
@@ -253,7 +253,7 @@ def test_train_amp_channels_last_tracks_float32(ava_cfg, tmp_path):
     import json
 
     from actionkit.checkpoint import safe_load
-    from actionkit.engine.entry import train_main
+    from actionkit.cli.train import main as train_main
 
     cfg_path = tmp_path / "cfg.py"
     cfg_path.write_text(config_to_python(ava_cfg))
@@ -442,7 +442,7 @@ def test_compiled_graphs_are_cached_on_disk(tmp_path):
 
 def test_train_amp_recognizer_on_cpu(kinetics_cfg, tmp_path):
     """``tools/train.py --amp`` on a recognizer (bf16 autocast on the CPU) runs."""
-    from actionkit.engine.entry import train_main
+    from actionkit.cli.train import main as train_main
 
     root = Path(kinetics_cfg.data.test.ann_file).parent
     opts = [f"data.train.ann_file={root / 'kinetics_train_list_rawframes.txt'}",

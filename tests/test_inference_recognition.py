@@ -22,9 +22,9 @@ from actionkit.config import load_config
 from actionkit.data.decode import DecodeError, PyAVReader
 from actionkit.synthetic.kinetics import make_kinetics
 from actionkit.checkpoint import CheckpointError, save_checkpoint
-from actionkit.engine.entry import config_to_python
+from actionkit.config import config_to_python
 from actionkit.models.builder import build_model
-from actionkit.engine.entry import test_main as run_test_main
+from actionkit.cli.test import main as run_test_main
 from actionkit.inference.recognition import (InputError, inference_recognizer, init_recognizer,
                                              recognition_scores)
 from conftest import REPO, SHARED_DATA, require_shared

@@ -24,8 +24,8 @@ import torch
 from actionkit import load_config
 from actionkit.synthetic.kinetics import make_kinetics
 from actionkit.checkpoint import safe_load
-from actionkit.engine.entry import test_main as run_test_main
-from actionkit.engine.entry import train_main
+from actionkit.cli.test import main as run_test_main
+from actionkit.cli.train import main as train_main
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "recognition" / "synthetic" / "i3d_r18_tiny_8x3x1_synthetic_kinetics_rgb.py"

@@ -405,7 +405,8 @@ def test_test_command_and_load_from_accept_urls_and_zoo_names(server, home, monk
     import numpy as np
 
     import test_engine  # registers the engine's tiny test model and dataset
-    from actionkit.engine.entry import test_main, train_main
+    from actionkit.cli.test import main as test_main
+    from actionkit.cli.train import main as train_main
 
     cfg_path = test_engine.write_config(tmp_path, epochs=1)
     torch.manual_seed(1)

@@ -9,7 +9,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from actionkit.cli import run_command  # noqa: E402
-from actionkit.engine.entry import train_main  # noqa: E402
+from actionkit.cli.train import main  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(run_command(train_main, sys.argv[1:], "train.py"))
+    sys.exit(run_command(main, sys.argv[1:], "train.py"))

@@ -33,8 +33,8 @@ from typing import Callable, Sequence
 
 # command -> (module, function, one-line help)
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "train": ("actionkit.engine.entry", "train_main", "train a model from a config (MMAction2 tools/train.py)"),
-    "test": ("actionkit.engine.entry", "test_main", "test a checkpoint (MMAction2 tools/test.py)"),
+    "train": ("actionkit.cli.train", "main", "train a model from a config (MMAction2 tools/train.py)"),
+    "test": ("actionkit.cli.test", "main", "test a checkpoint (MMAction2 tools/test.py)"),
     "eval-ava": ("actionkit.cli.eval_ava", "main", "AVA frame mAP of a results csv"),
     "make-synthetic": ("actionkit.cli.make_synthetic", "main", "write synthetic Kinetics- or AVA-format data"),
     "demo": ("actionkit.cli.demo", "main", "synthetic AVA data -> train SlowOnly -> test -> mAP, video and chart"),

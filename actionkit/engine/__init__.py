@@ -1,3 +1,4 @@
 """Training and testing engine: checkpoints (safe load, atomic save), LR schedules, optimizers,
-distributed helpers, logging, the training loop and the MMAction2 ``tools/train.py`` / ``tools/test.py``
-command lines (:mod:`actionkit.engine.entry`).  Submodules are imported on use."""
+distributed helpers, logging, the training loop, and the training / testing jobs of MMAction2's
+``tools/train.py`` / ``tools/test.py`` as functions (:mod:`actionkit.engine.run`; their command lines are in
+:mod:`actionkit.cli`).  Submodules are imported on use."""

@@ -7,10 +7,13 @@ MMAction2 0.x trains an LFB model in three manual steps; this command runs them 
    config (MMAction2's ``lfb_slowonly_r50_ava_infer.py``): the same model and data settings, the shared head
    replaced by ``LFBInferHead(lfb_prefix_path, dataset_mode=mode)``, the bbox head ``in_channels`` of the
    baseline (read from the checkpoint), ``data.test`` = the mode's annotation / exclusion / proposal files with
-   the test pipeline, in test mode.  It runs through ``tools/test.py`` (:func:`entry.test_main`), which writes
-   the bank after inference.  The resolved config is kept as ``WORK_DIR/lfb_infer_{mode}.py``.
-2. **train** the LFB model (``tools/train.py CONFIG --validate``) into ``WORK_DIR``.
-3. **test** its final checkpoint (``tools/test.py CONFIG WORK_DIR/epoch_N.pth --eval mAP --out WORK_DIR/results.csv``).
+   the test pipeline, in test mode.  The resolved config is written to ``WORK_DIR/lfb_infer_{mode}.py`` and that
+   file is tested (:func:`actionkit.engine.run.test`, as ``tools/test.py``), which writes the bank after
+   inference.
+2. **train** the LFB model (:func:`actionkit.engine.run.train` with ``validate=True``, as
+   ``tools/train.py CONFIG --validate``) into ``WORK_DIR``.
+3. **test** its final checkpoint (as ``tools/test.py CONFIG WORK_DIR/epoch_N.pth --eval mAP --out
+   WORK_DIR/results.csv``).
 
 Every step whose output exists and is valid is skipped: a bank directory that opens with
 :class:`~actionkit.data.feature_bank.FeatureBank` validation (meta, shapes, dtypes, index bounds, channel count), a
@@ -25,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from ..config import Config, load_config
+from ..config import Config, config_to_python, load_config
 from ..registry import ConfigError
 from ..utils import atomic_save_text
 
@@ -140,17 +143,13 @@ def build_infer_config(cfg: Config, mode: str, in_channels: int, use_half_precis
     return icfg
 
 
-def _cfg_option_args(options: Sequence[str] | None) -> list[str]:
-    return ["--cfg-options", *options] if options else []
-
-
 # --------------------------------------------------------------------------------------------- workflow
 def run_lfb_workflow(config: str | Path, baseline: str | Path, work_dir: str | Path | None = None,
                      cfg_options: Sequence[str] | None = None, seed: int | None = None,
                      init_from_baseline: bool = False, deterministic: bool = False,
                      out: str | Path | None = None) -> dict[str, Any]:
     """Run (or resume) the workflow; returns a summary (paths, what ran / was skipped, seconds per step)."""
-    from .entry import test_main, train_main
+    from . import run
     from .train import _max_epochs
 
     config = str(config)
@@ -162,7 +161,7 @@ def run_lfb_workflow(config: str | Path, baseline: str | Path, work_dir: str | P
     modes = list(lfb_cfg.get("dataset_modes") or ("train", "val"))
     channels = lfb_cfg.get("lfb_channels")
     if work_dir is None:
-        work_dir = cfg.get("work_dir") or str(Path("./work_dirs") / Path(config).stem)
+        work_dir = cfg.get("work_dir") or str(run.default_work_dir(config))
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     summary: dict[str, Any] = {"work_dir": str(work), "banks": {}, "skipped": [], "ran": [], "seconds": {}}
@@ -185,12 +184,10 @@ def run_lfb_workflow(config: str | Path, baseline: str | Path, work_dir: str | P
             in_channels = _baseline_in_channels(baseline)
         icfg = build_infer_config(cfg, mode, in_channels)
         icfg_path = work / f"lfb_infer_{mode}.py"
-        from .entry import config_to_python
-
         atomic_save_text(icfg_path, config_to_python(icfg))
         _say(f"bank {mode}: inferring {bank_dir} with {baseline} ({icfg_path})")
         t0 = time.time()
-        test_main([str(icfg_path), str(baseline), "--out", str(work / f"lfb_infer_{mode}_detections.csv")])
+        run.test(load_config(icfg_path), baseline, out=work / f"lfb_infer_{mode}_detections.csv")
         summary["seconds"][f"bank_{mode}"] = round(time.time() - t0, 2)
         ok, desc = bank_status(bank_dir, channels)
         if not ok:
@@ -207,15 +204,9 @@ def run_lfb_workflow(config: str | Path, baseline: str | Path, work_dir: str | P
         _say(f"train: final checkpoint {desc} is valid - skipped")
         summary["skipped"].append("train")
     else:
-        argv = [config, "--work-dir", str(work), "--validate"]
-        if seed is not None:
-            argv += ["--seed", str(seed)]
-        if deterministic:
-            argv.append("--deterministic")
         train_options = list(options)
         if init_from_baseline:
             train_options.append(f"load_from={baseline}")
-        argv += _cfg_option_args(train_options)
         latest = work / "latest.pth"
         latest_ok, latest_desc = checkpoint_status(latest)
         t0 = time.time()
@@ -227,11 +218,12 @@ def run_lfb_workflow(config: str | Path, baseline: str | Path, work_dir: str | P
             copy_checkpoint(latest, final_ckpt)
         else:
             if latest_ok:
-                argv += ["--resume-from", str(latest)]
                 _say(f"train: resuming from {latest_desc}")
             else:
                 _say(f"train: {max_epochs} epochs into {work}")
-            train_main(argv)
+            run.train(load_config(config, train_options or None), work_dir=work,
+                      resume_from=latest if latest_ok else None, validate=True, seed=seed,
+                      deterministic=deterministic)
         summary["seconds"]["train"] = round(time.time() - t0, 2)
         ok, desc = checkpoint_status(final_ckpt)
         if not ok:
@@ -248,7 +240,9 @@ def run_lfb_workflow(config: str | Path, baseline: str | Path, work_dir: str | P
     else:
         _say(f"test: {final_ckpt} -> {results}")
         t0 = time.time()
-        test_main([config, str(final_ckpt), "--eval", "mAP", "--out", str(results), *_cfg_option_args(options)])
+        tested = run.test(load_config(config, options or None), final_ckpt, out=results, metrics=["mAP"])
+        for line in run.metric_lines(tested.metrics):
+            print(line, flush=True)
         summary["seconds"]["test"] = round(time.time() - t0, 2)
         _say(f"test: done ({summary['seconds']['test']} s)")
         summary["ran"].append("test")
