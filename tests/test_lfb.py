@@ -372,6 +372,7 @@ def test_fbo_nonlocal_full_size_keys():
     assert float(m.non_local_layer_1.ln.weight.detach().mean()) == 1.0
     assert float(m.non_local_layer_1.out_conv.conv.weight.detach().abs().sum()) > 0     # not zero-initialised
     z = FBO.FBONonLocal(16, 16, 8, 1, 300, zero_init_out_conv=True)
+    z.init_weights()  # the init is init_weights' (the builder's call), not the constructor's
     assert float(z.non_local_layer_2.out_conv.conv.weight.detach().abs().sum()) == 0
 
 

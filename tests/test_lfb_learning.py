@@ -105,7 +105,9 @@ def test_lfb_nl_recovers_events_outside_the_clip(tmp_path, seed):
     fbo_cfg = dict(type="non_local", st_feat_channels=CHANNELS, lt_feat_channels=CHANNELS, latent_channels=LATENT,
                    num_st_feat=1, num_lt_feat=WINDOW * PER_SECOND, num_non_local_layers=2,
                    st_feat_dropout_ratio=0.2, lt_feat_dropout_ratio=0.2, pre_activate=True)
-    lfb_ap = _train_and_eval(_Heads(FBOHead(lfb_cfg, fbo_cfg)), train, val, steps=600, seed=seed)
+    fbo_head = FBOHead(lfb_cfg, fbo_cfg)
+    fbo_head.init_weights()  # what the model builder does after construction
+    lfb_ap = _train_and_eval(_Heads(fbo_head), train, val, steps=600, seed=seed)
     base_ap = _train_and_eval(_Heads(None), train, val, steps=600, seed=seed)
     prevalence = float(np.mean([s[3] for s in val]))
     msg = f"LFB-NL event AP {lfb_ap:.3f}, baseline {base_ap:.3f}, prevalence {prevalence:.3f}"

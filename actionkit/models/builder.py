@@ -23,8 +23,12 @@ def clear_pretrained(model_cfg: dict) -> None:
 
 
 def build_model(cfg: Config, init_weights: bool = True) -> nn.Module:
-    """The model of a loaded config (errors name the config file and key); ``init_weights()`` runs once when
-    asked (it may read the backbone's pretrained file)."""
+    """The model of a loaded config (errors name the config file and key).
+
+    The one place a built model is initialised: constructors read no file and run no init, and
+    ``init_weights()`` (MMAction2's init; it reads the backbone's ``pretrained`` file, if any) runs exactly once
+    when ``init_weights`` is true.  Build with ``init_weights=False`` for a model that a checkpoint fills: its
+    ``pretrained`` path is then never looked at."""
     if "model" not in cfg:
         raise cfg.error("is required but missing", "model")
     model = MODELS.build(cfg.model, key="model", filename=cfg.filename)

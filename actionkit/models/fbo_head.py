@@ -130,7 +130,6 @@ class FBONonLocal(nn.Module):
                                                 num_lt_feat, pre_activate=pre_activate,
                                                 zero_init_out_conv=zero_init_out_conv))
             self.non_local_layers.append(name)
-        self.init_weights()
 
     def init_weights(self, pretrained: str | None = None) -> None:
         """Kaiming init, or (``pretrained`` a path) load FBO weights from a checkpoint (strict=False)."""

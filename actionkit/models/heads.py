@@ -106,7 +106,6 @@ class I3DHead(BaseHead):
         self.dropout = nn.Dropout(p=self.dropout_ratio) if self.dropout_ratio != 0 else None
         self.fc_cls = nn.Linear(self.in_channels, self.num_classes)
         self.avg_pool = nn.AdaptiveAvgPool3d((1, 1, 1)) if spatial_type == "avg" else None
-        self.init_weights()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.avg_pool is not None:

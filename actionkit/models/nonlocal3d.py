@@ -29,7 +29,9 @@ class NonLocal3d(nn.Module):
     Args follow mmcv: ``in_channels``, ``sub_sample`` (max-pool (1,2,2) on the key/value side),
     ``use_scale`` (divide by sqrt(inter) in embedded_gaussian), ``reduction`` (inter = C // reduction),
     ``conv_cfg`` (Conv3d), ``norm_cfg`` (norm of ``conv_out``), ``mode``.  ``std`` / ``zeros_init`` control
-    the construction-time init (normal(0, std) for g/theta/phi convs, zero ``conv_out.bn``).
+    :meth:`init_weights` (mmcv ``_NonLocalNd.init_weights``: normal(0, std) for the g/theta/phi convs, a zero
+    ``conv_out`` norm, or conv when there is no norm).  The constructor leaves the layers' default values; the
+    owner (``ResNet3d.init_weights``) calls :meth:`init_weights`.
     """
 
     def __init__(self, in_channels: int, sub_sample: bool = False, use_scale: bool = True,
@@ -55,20 +57,9 @@ class NonLocal3d(nn.Module):
             theta = ConvModule(self.in_channels, self.inter_channels, 1, conv_cfg=conv_cfg, act_cfg=None)
             phi = ConvModule(self.in_channels, self.inter_channels, 1, conv_cfg=conv_cfg, act_cfg=None)
             self.theta, self.phi = theta, phi
-        # construction-time init (mmcv _NonLocalNd.init_weights)
-        for m in (g, theta, phi):
-            if m is not None:
-                normal_init_(m.conv, std=std)
-        if zeros_init:
-            if norm_cfg is None:
-                constant_init_(self.conv_out.conv, 0.0)
-            else:
-                constant_init_(self.conv_out.bn, 0.0)
-        else:
-            if norm_cfg is None:
-                normal_init_(self.conv_out.conv, std=std)
-            else:
-                normal_init_(self.conv_out.bn, std=std)
+        self.std = float(std)
+        self.zeros_init = bool(zeros_init)
+        self.with_norm = norm_cfg is not None
 
         if self.sub_sample:
             pool = nn.MaxPool3d(kernel_size=(1, 2, 2))
@@ -83,6 +74,20 @@ class NonLocal3d(nn.Module):
             if mode != "gaussian":
                 self.theta = theta
                 self.phi = phi
+
+    def init_weights(self) -> None:
+        """mmcv's init: normal(0, std) g / theta / phi convs; ``conv_out``'s norm (its conv when it has no
+        norm) zero (``zeros_init``) or normal(0, std)."""
+        for name in ("g", "theta", "phi"):
+            m = getattr(self, name, None)
+            m = m[0] if isinstance(m, nn.Sequential) else m  # (conv, pool) when sub_sample
+            if isinstance(m, ConvModule):
+                normal_init_(m.conv, std=self.std)
+        target = self.conv_out.bn if self.with_norm else self.conv_out.conv
+        if self.zeros_init:
+            constant_init_(target, 0.0)
+        else:
+            normal_init_(target, std=self.std)
 
     def _pairwise(self, theta_x: torch.Tensor, phi_x: torch.Tensor) -> torch.Tensor:
         w = torch.matmul(theta_x, phi_x)

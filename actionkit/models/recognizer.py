@@ -20,6 +20,7 @@ class Recognizer3D(nn.Module):
     ``forward(imgs, label=None, return_loss=True)`` with ``imgs`` [B, V, C, T, H, W]:
     train -> ``{'top1_acc', 'top5_acc', 'loss_cls'}``; test -> ``forward_test(imgs)``, a tensor [B, K] for
     ``average_clips`` 'prob' / 'score' or the raw logits [B*V, K] for ``None`` (0.x).
+    The constructor reads no file and runs no init: :meth:`init_weights` does (the builder calls it once).
     """
 
     def __init__(self, backbone: Mapping[str, Any] | nn.Module, cls_head: Mapping[str, Any] | nn.Module,
@@ -44,13 +45,13 @@ class Recognizer3D(nn.Module):
                               "model.test_cfg.max_testing_views")
         self.max_testing_views: int | None = mtv
         self.feature_extraction: bool = bool(self.test_cfg.get("feature_extraction", False))
-        self.init_weights()
 
     @property
     def with_neck(self) -> bool:
         return hasattr(self, "neck") and self.neck is not None
 
     def init_weights(self) -> None:
+        """MMAction2's init of the backbone (which reads its ``pretrained`` file, if any), head and neck."""
         self.backbone.init_weights()
         self.cls_head.init_weights()
         if self.with_neck and hasattr(self.neck, "init_weights"):

@@ -350,6 +350,10 @@ class ResNet3d(nn.Module):
             self.pretrained = pretrained
         if isinstance(self.pretrained, (str, os.PathLike)):
             logger.info("load model from: %s", self.pretrained)
+            # a 2D file has no non-local blocks and a partial 3D load may lack them: their own (mmcv) init first
+            for m in self.modules():
+                if isinstance(m, NonLocal3d):
+                    m.init_weights()
             if self.pretrained2d:
                 self.inflate_weights(self.pretrained)
             else:
