@@ -301,6 +301,7 @@ _KEY_CHECKS: tuple[tuple[str, Any], ...] = (
     ("data.*_dataloader.workers_per_gpu", _non_negative_int),
     ("data.*_dataloader.drop_last", _bool),
     ("data.defer_normalize", _bool),
+    ("data.*_dataloader.defer_normalize", _bool),
     ("model.backbone.depth", _positive_int),
     ("model.backbone.slow_pathway.depth", _positive_int),
     ("model.backbone.fast_pathway.depth", _positive_int),

@@ -423,9 +423,6 @@ def test_empty_jpeg_is_a_counted_skip_in_training(tmp_path, caplog):
                 dict(type="Collect", keys=["imgs", "label"], meta_keys=[]),
                 dict(type="ToTensor", keys=["imgs", "label"])]
     ds = RawframeDataset(str(ann), pipeline, str(tmp_path), max_skips=1)
-    from actionkit.data.pipeline import FramewiseClip
-
-    assert any(isinstance(t, FramewiseClip) for t in ds.pipeline._run)  # the error comes out of the fused step
     with caplog.at_level(logging.WARNING, logger="actionkit"):
         item = ds[1]
     assert int(item["label"]) == 0
@@ -469,7 +466,7 @@ VIDEO_CONFIGS = ["recognition/i3d/i3d_r50_video_32x2x1_100e_kinetics400_rgb.py",
 @pytest.mark.parametrize("config", VIDEO_CONFIGS)
 def test_video_configs_follow_mmaction2_order(corpus, config):
     """The shipped video configs open the video first (MMAction2's files), and their train / val pipelines
-    run, fused (FramewiseClip) and step by step alike, on a results dict holding only ``filename``."""
+    run, through Compose and step by step alike, on a results dict holding only ``filename``."""
     from actionkit import load_config
     from actionkit.data import pipeline as P
 
@@ -483,7 +480,6 @@ def test_video_configs_follow_mmaction2_order(corpus, config):
     for split in ("train", "val"):
         steps = [s for s in cfg["data"][split]["pipeline"] if s["type"] not in ("Collect", "ToTensor")]
         fused = P.Compose(steps)
-        assert any(isinstance(t, P.FramewiseClip) for t in fused._run), split
         random.seed(0), np.random.seed(0)
         out = fused({"filename": path})
         assert out["imgs"].shape == (1, 3, 32, 224, 224) and out["start_index"] == 0

@@ -1,26 +1,24 @@
-"""Deferred normalisation (uint8 clips out of the pipeline, ``Normalize`` applied to the batch) is bit-identical
-to normalising in the pipeline; the fast formatting, resize, decode and collate paths equal their references."""
+"""Deferred normalisation (uint8 clips out of the pipeline without its ``Normalize``, ``BatchNormalize`` applied
+to the batch) is bit-identical to normalising in the pipeline; the fast formatting, resize and decode paths
+equal their references."""
 from __future__ import annotations
 
 import pickle
 import random
-from multiprocessing.reduction import ForkingPickler
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-import torch.multiprocessing  # noqa: F401  (registers torch's reducers in ForkingPickler)
-from actionkit.data import collate as collate_mod
 from actionkit.data.collate import collate_ava, collate_recognition
 from actionkit.data.decode import FrameFolderReader, decode_image
-from actionkit.data.pipeline import (DEFERRED_NORMALIZE_KEY, Compose, DeferredNormalize,
-                                     apply_deferred_normalize, clip_to_ncthw, deferred_normalization)
+from actionkit.data.pipeline import Compose, clip_to_ncthw
+from actionkit.data.preprocess import (BATCH_NORMALIZE_KEY, BatchNormalize, apply_batch_normalize,
+                                       attach_batch_normalize, split_normalize)
 from actionkit.data.transforms import Normalize, imresize_clip
-from actionkit.engine.distributed import DeferredNormalizeDataset
 from actionkit.engine.test import prepare_batch
-from actionkit.engine.loaders import auto_collate, build_test_loader, build_train_loader
+from actionkit.engine.loaders import auto_collate, build_test_loader, build_train_loader, split_dataset_normalize
 
 MEAN = [123.675, 116.28, 103.53]
 STD = [58.395, 57.12, 57.375]
@@ -64,10 +62,23 @@ def item(video, label=1):
 
 
 def run(pipeline, results, seed, defer):
+    """The pipeline's output; with ``defer`` that of the pipeline without its Normalize (None when it cannot be
+    split), the BatchNormalize attached as the engine's loaders attach it to a batch."""
     np.random.seed(seed)
     random.seed(seed)
-    with deferred_normalization(defer):
+    if not defer:
         return pipeline(dict(results))
+    steps, step = split_normalize(pipeline.transforms)
+    out = Compose(steps)(dict(results))
+    return out if step is None else attach_batch_normalize(out, step)
+
+
+def collate_deferred(collate, items):
+    """Collate items made by ``run(..., defer=True)``: the step is the batch's, not the items'."""
+    step = items[0][BATCH_NORMALIZE_KEY]
+    assert all(it[BATCH_NORMALIZE_KEY] == step for it in items)
+    return attach_batch_normalize(collate([{k: v for k, v in it.items() if k != BATCH_NORMALIZE_KEY}
+                                           for it in items]), step)
 
 
 def reference_run(ops, results, seed):
@@ -100,24 +111,23 @@ def test_table_equals_normalize_for_every_value_and_channel(mean, std, to_bgr):
     img = np.stack([np.stack([values, np.roll(values, 85), np.roll(values, 170)], axis=-1)] * 2)  # [2, 256, 3]
     clip = img[:, None]  # [M=2, H=1, W=256, 3]
     expected = Normalize(mean, std, to_bgr)({"imgs": clip, "modality": "RGB"})["imgs"]  # [2, 1, 256, 3]
-    spec = DeferredNormalize("imgs", tuple(np.float32(mean).tolist()), tuple(np.float32(std).tolist()), to_bgr)
-    u8 = clip[..., ::-1] if to_bgr else clip
-    x = torch.from_numpy(np.ascontiguousarray(u8.transpose(3, 0, 1, 2)))[None]  # [1, C, T, H, W]
+    spec = BatchNormalize(tuple(np.float32(mean).tolist()), tuple(np.float32(std).tolist()), to_bgr)
+    x = torch.from_numpy(np.ascontiguousarray(clip.transpose(3, 0, 1, 2)))[None]  # [1, C, T, H, W], RGB
     want = torch.from_numpy(np.ascontiguousarray(expected.transpose(3, 0, 1, 2)))[None]
-    for got in (spec(x), spec.normalize_torch(x)):
+    for got in (spec.normalize(x), spec.normalize_torch(x), spec({"imgs": x})["imgs"]):
         assert got.dtype == torch.float32
         assert torch.equal(got.view(torch.int32), want.view(torch.int32))  # bit for bit (signed zeros too)
 
 
 def test_spec_rejects_non_uint8_and_mixed_batches():
-    spec = DeferredNormalize("imgs", (1.0, 2.0, 3.0), (1.0, 1.0, 1.0))
+    spec = BatchNormalize((1.0, 2.0, 3.0), (1.0, 1.0, 1.0))
     with pytest.raises(TypeError):
-        spec(torch.zeros(1, 3, 2, 2, 2))
-    other = DeferredNormalize("imgs", (1.0, 2.0, 3.0), (2.0, 1.0, 1.0))
-    batch = {"imgs": torch.zeros(1, 3, 1, 1, 1, dtype=torch.uint8), DEFERRED_NORMALIZE_KEY: [spec, other]}
-    with pytest.raises(ValueError, match="mixes"):
-        apply_deferred_normalize(batch)
-    assert apply_deferred_normalize({"imgs": 1}) == {"imgs": 1}
+        spec.normalize(torch.zeros(1, 3, 2, 2, 2))
+    other = BatchNormalize((1.0, 2.0, 3.0), (2.0, 1.0, 1.0))
+    batch = {"imgs": torch.zeros(1, 3, 1, 1, 1, dtype=torch.uint8), BATCH_NORMALIZE_KEY: spec}
+    with pytest.raises(ValueError, match="another"):
+        attach_batch_normalize(batch, other)
+    assert apply_batch_normalize({"imgs": 1}) == {"imgs": 1}
     assert pickle.loads(pickle.dumps(spec)) == spec
 
 
@@ -126,18 +136,18 @@ def test_spec_rejects_non_uint8_and_mixed_batches():
 def test_train_pipeline_deferred_equals_in_pipeline_and_reference(to_bgr):
     ops = train_pipeline(dict(NORM, to_bgr=to_bgr))
     pipe = Compose(ops)
-    assert pipe.supports_deferred_normalize
+    assert split_normalize(pipe.transforms)[1] is not None
     video = random_video()
     flips = set()
     for seed in range(8):
         normal = run(pipe, item(video), seed, defer=False)
         deferred = run(pipe, item(video), seed, defer=True)
         ref = reference_run(ops, item(video), seed)
-        assert normal["imgs"].dtype == torch.float32 and DEFERRED_NORMALIZE_KEY not in normal
+        assert normal["imgs"].dtype == torch.float32 and BATCH_NORMALIZE_KEY not in normal
         assert deferred["imgs"].dtype == torch.uint8 and deferred["imgs"].shape == normal["imgs"].shape
         assert torch.equal(normal["imgs"], torch.from_numpy(ref["imgs"]))
-        batch = apply_deferred_normalize(collate_recognition([deferred, deferred]))
-        assert DEFERRED_NORMALIZE_KEY not in batch and batch["label"].tolist() == [1, 1]
+        batch = apply_batch_normalize(collate_deferred(collate_recognition, [deferred, deferred]))
+        assert BATCH_NORMALIZE_KEY not in batch and batch["label"].tolist() == [1, 1]
         assert torch.equal(batch["imgs"], torch.stack([normal["imgs"]] * 2))
         flips.add(bool(ref["flip"]))
     assert flips == {False, True}
@@ -154,12 +164,13 @@ def test_multi_view_test_pipeline_deferred_equals_in_pipeline(crop):
     assert tuple(normal["imgs"].shape) == (views, 3, 4, 32 if crop == "ThreeCrop" else 24,
                                            32 if crop == "ThreeCrop" else 24)
     assert torch.equal(normal["imgs"], torch.from_numpy(reference_run(ops, item(video), 0)["imgs"]))
-    batch = apply_deferred_normalize(auto_collate([deferred]))
+    batch = apply_batch_normalize(collate_deferred(auto_collate, [deferred]))
     assert torch.equal(batch["imgs"][0], normal["imgs"])
 
 
 def test_dataset_without_deferral_returns_the_pre_fusion_result():
-    """``dataset[i]`` outside the context (tests, users) still gives float32, equal to the unfused steps."""
+    """``dataset[i]`` (tests, users) gives float32, equal to the steps one by one; the engine's split copy gives
+    the uint8 clip and leaves the dataset as it was."""
 
     class Dataset:
         def __init__(self):
@@ -179,31 +190,34 @@ def test_dataset_without_deferral_returns_the_pre_fusion_result():
         out = ds[i]
         assert set(out) == {"imgs", "label"} and out["imgs"].dtype == torch.float32
         assert torch.equal(out["imgs"], torch.from_numpy(reference_run(train_pipeline(), item(ds.video), i)["imgs"]))
-        with deferred_normalization(False):
-            assert torch.equal(ds[i]["imgs"], out["imgs"])
-        wrapped = DeferredNormalizeDataset(ds)[i]
+        uint8_ds, step = split_dataset_normalize(ds)
+        assert torch.equal(ds[i]["imgs"], out["imgs"])
+        wrapped = uint8_ds[i]
         assert wrapped["imgs"].dtype == torch.uint8
-        assert torch.equal(apply_deferred_normalize(wrapped)["imgs"], out["imgs"])
+        assert torch.equal(step(wrapped)["imgs"], out["imgs"])
 
 
 def test_pipelines_that_cannot_defer_are_unchanged():
-    """A transform after FormatShape may read the pixels: no deferral there (float32 even in the context)."""
+    """A transform after FormatShape may read the pixels: no split there (float32 from the engine's loaders)."""
     video = random_video()
     custom = Compose(train_pipeline()[:-2] + [lambda r: r, dict(type="ToTensor", keys=["imgs"])])
     not_collected = Compose(train_pipeline()[:-2] + [dict(type="Collect", keys=["label"], meta_keys=[])])
     unfused = Compose(train_pipeline()[:-4] + [dict(type="Flip", flip_ratio=0.0)] + [NORM] + TAIL)
     for pipe in (custom, not_collected):
-        assert not pipe.supports_deferred_normalize
+        assert split_normalize(pipe.transforms)[1] is None
         out = run(pipe, item(video), 0, defer=True)
-        assert DEFERRED_NORMALIZE_KEY not in out
+        assert BATCH_NORMALIZE_KEY not in out
         if "imgs" in out:
             assert out["imgs"].dtype == torch.float32
-    assert unfused.supports_deferred_normalize
-    # a float clip reaching the fused step falls back to Normalize + FormatShape and is not deferred
+    assert split_normalize(unfused.transforms)[1] is not None
+    # a float clip reaching the engine-side step is refused with the way out (normalise in the workers)
     pipe = Compose([NORM] + TAIL)
     imgs = np.random.default_rng(0).random((4, 6, 5, 3)).astype(np.float32) * 255
     out = run(pipe, dict(imgs=imgs, num_clips=1, clip_len=4, label=0, modality="RGB"), 0, defer=True)
-    assert DEFERRED_NORMALIZE_KEY not in out and out["imgs"].dtype == torch.float32
+    with pytest.raises(TypeError, match="defer_normalize=False"):
+        apply_batch_normalize(out)
+    assert run(pipe, dict(imgs=imgs, num_clips=1, clip_len=4, label=0, modality="RGB"), 0,
+               defer=False)["imgs"].dtype == torch.float32
 
 
 # ------------------------------------------------------------------------------------- detection (AVA)
@@ -235,20 +249,20 @@ def test_ava_train_pipeline_deferred_equals_in_pipeline():
     for seed in range(4):
         normal.append(run(pipe, ava_item(seed), seed, defer=False))
         deferred.append(run(pipe, ava_item(seed), seed, defer=True))
-        assert deferred[-1][DEFERRED_NORMALIZE_KEY].key == "img" and deferred[-1]["img"].dtype == torch.uint8
+        assert deferred[-1][BATCH_NORMALIZE_KEY].key == "img" and deferred[-1]["img"].dtype == torch.uint8
         assert torch.equal(deferred[-1]["gt_bboxes"], normal[-1]["gt_bboxes"])
     for collate in (collate_ava, auto_collate):
-        batch = apply_deferred_normalize(collate(deferred))
+        batch = apply_batch_normalize(collate_deferred(collate, deferred))
         assert torch.equal(batch["img"], torch.stack([n["img"] for n in normal]))
-        assert DEFERRED_NORMALIZE_KEY not in batch and len(batch["proposals"]) == 4
+        assert BATCH_NORMALIZE_KEY not in batch and len(batch["proposals"]) == 4
 
 
 def test_ava_nested_test_pipeline_deferred_equals_in_pipeline():
     pipe = Compose(AVA_TEST)
     normal = [run(pipe, ava_item(s), 0, defer=False) for s in range(3)]
     deferred = [run(pipe, ava_item(s), 0, defer=True) for s in range(3)]
-    assert isinstance(deferred[0][DEFERRED_NORMALIZE_KEY], list)  # nested like every other value
-    batch = apply_deferred_normalize(auto_collate(deferred))  # {key: [batch of augmentation 0]}
+    assert isinstance(deferred[0]["img"], list)  # nested: the step maps over the augmentations
+    batch = apply_batch_normalize(collate_deferred(auto_collate, deferred))  # {key: [batch of augmentation 0]}
     reference = auto_collate(normal)
     assert set(batch) == set(reference)
     assert torch.equal(batch["img"][0], reference["img"][0])
@@ -256,7 +270,7 @@ def test_ava_nested_test_pipeline_deferred_equals_in_pipeline():
 
 # ------------------------------------------------------------------------------------- through the engine's loaders
 class PipelineDataset(torch.utils.data.Dataset):
-    """Random videos through the train (or test) pipeline; train clips (1.1 MB uint8) use the shared buffer pool."""
+    """Random videos through the train (or test) pipeline (train clips: 1.1 MB uint8)."""
 
     def __init__(self, test_mode=False, n=7):
         self.test_mode = test_mode
@@ -287,53 +301,6 @@ def test_engine_loaders_deferred_batches_equal_in_worker_batches(workers):
     for a, b in zip(build_test_loader(test, {"data": {"workers_per_gpu": workers}}), build_test_loader(test, off)):
         assert a["imgs"].dtype == torch.uint8 and b["imgs"].dtype == torch.float32
         assert torch.equal(prepare_batch(a, device)["imgs"], b["imgs"])
-
-
-def test_worker_buffer_pool_reuses_slots_without_corrupting_batches():
-    """Batches of ~1.3 MB go through reused shared buffers; every batch arrives intact, in order."""
-    ds = PipelineDataset(n=12)
-    reference = [ds[i] for i in range(len(ds))]
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, collate_fn=collate_recognition,
-                                         sampler=list(range(len(ds))) * 2)
-    for k, batch in enumerate(loader):
-        assert torch.equal(batch["imgs"][0], reference[k % len(ds)]["imgs"])
-        assert type(batch["imgs"]) is torch.Tensor and type(batch["label"]) is torch.Tensor
-
-
-def test_slot_and_by_value_tensors_pickle_to_plain_tensors(monkeypatch):
-    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # collate as in a worker
-    monkeypatch.setattr(collate_mod, "_POOL", None)
-    monkeypatch.setattr(collate_mod, "_MAPPED_SLOTS", {})
-    clips = [torch.randint(0, 256, (3, 4, 192, 192), dtype=torch.uint8) for _ in range(4)]  # 1.8 MB: pooled
-    stacked = collate_mod._stack(clips)
-    assert isinstance(stacked, collate_mod._SlotTensor) and torch.equal(stacked, torch.stack(clips))
-    slot = collate_mod._POOL.slots[0]
-    assert slot[0] == 1 and slot[1] == 0
-    first = ForkingPickler.dumps(stacked)  # with the buffer (its file descriptor)
-    again = ForkingPickler.loads(first)
-    assert type(again) is torch.Tensor and torch.equal(again, torch.stack(clips))
-    assert slot[1] == 1  # the "main process" keeps the slot mapped
-    view = again[1:]
-    del again
-    assert slot[0] == 1  # a view still uses the slot
-    del view
-    assert slot[0] == 0  # freed: back to the worker
-    clips2 = [c.flip(0) for c in clips[:3]]  # a smaller batch reuses the free slot
-    stacked2 = collate_mod._stack(clips2)
-    assert stacked2.untyped_storage().data_ptr() == stacked.untyped_storage().data_ptr() and slot[0] == 1
-    second = ForkingPickler.dumps(stacked2)  # by name only
-    assert len(second) < len(first)
-    received = ForkingPickler.loads(second)
-    assert torch.equal(received, torch.stack(clips2)) and slot[0] == 1
-    del received
-    assert slot[0] == 0
-    busy = [collate_mod._stack(clips) for _ in range(collate_mod._SlotPool.MAX_SLOTS)]
-    assert all(isinstance(b, collate_mod._SlotTensor) for b in busy)
-    assert not isinstance(collate_mod._stack(clips), collate_mod._SlotTensor)  # pool exhausted: a fresh buffer
-    labels = collate_mod._stack([torch.tensor(i) for i in range(4)])
-    assert isinstance(labels, collate_mod._ByValueTensor)
-    back = ForkingPickler.loads(ForkingPickler.dumps(labels))
-    assert type(back) is torch.Tensor and back.tolist() == [0, 1, 2, 3]
 
 
 # ------------------------------------------------------------------------------------- the fast paths

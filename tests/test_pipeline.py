@@ -267,25 +267,28 @@ def test_ava_train_and_test_pipelines_with_boxes():
     np.testing.assert_allclose(out["proposals"][0].numpy(), [[0, 0, 80, 45]], rtol=1e-6)
 
 
-def test_fused_normalize_formatshape_is_bit_identical():
-    """Compose fuses Normalize + FormatShape('NCTHW'); results equal the two steps run one by one."""
+def test_compose_runs_exactly_the_configured_transforms():
+    """No rewriting: ``Compose.transforms`` are the configured steps in order, and calling the pipeline equals
+    calling them one by one (Normalize + FormatShape included, with and without to_bgr / collapse)."""
     import numpy as np
 
-    from actionkit.data.pipeline import Compose, NormalizeFormatShape
+    from actionkit.data.pipeline import Compose, FormatShape
+    from actionkit.data.transforms import Normalize
 
     norm = dict(type='Normalize', mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375])
     for to_bgr, collapse, clips in ((False, False, 2), (True, False, 1), (False, True, 1)):
         steps = [dict(norm, to_bgr=to_bgr), dict(type='FormatShape', input_format='NCTHW', collapse=collapse)]
-        fused = Compose(steps)
-        assert isinstance(fused._run[0], NormalizeFormatShape)
+        pipe = Compose(steps)
+        assert [type(t) for t in pipe.transforms] == [Normalize, FormatShape]
         rng = np.random.default_rng(0)
         imgs = rng.integers(0, 256, (3 * clips * 4, 6, 5, 3), dtype=np.uint8) if not collapse else \
             rng.integers(0, 256, (4, 6, 5, 3), dtype=np.uint8)
         base = dict(num_clips=clips, clip_len=4, modality='RGB')
-        a = fused(dict(base, imgs=imgs.copy()))
+        a = pipe(dict(base, imgs=imgs.copy()))
         b = dict(base, imgs=imgs.copy())
-        for t in fused.transforms:
+        for t in pipe.transforms:
             b = t(b)
         assert a['imgs'].dtype == np.float32 and a['imgs'].shape == b['imgs'].shape
         assert np.array_equal(a['imgs'], b['imgs'])
         assert a['input_shape'] == b['input_shape']
+    assert Compose([lambda r: None, lambda r: 1 / 0])({}) is None  # a step returning None stops the chain

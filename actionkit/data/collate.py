@@ -5,32 +5,18 @@
   of per-sample dicts.  Recognition items ``{'imgs': [V,C,T,H,W], 'label': []}`` give ``imgs [B,V,C,T,H,W]``.
 * :func:`collate_ava`: ``img`` is stacked to ``[B, C, T, H, W]``; ``proposals``, ``gt_bboxes``,
   ``gt_labels``, ``img_metas`` and every other key become lists (their sizes differ per sample).
-* A :class:`~actionkit.data.pipeline.DeferredNormalize` (identical in every item of a batch) stays one object.
 
-Inside a DataLoader worker, small stacked tensors (labels) travel by value in the pickle, others are written
-straight into shared memory (like torch's ``default_collate``), and large ones (clips, >= 1 MB) into a small
-per-worker pool of shared buffers that is reused: in the main process the batch is a tensor on that buffer,
-which goes back to the worker once the tensor (and every view of it) is freed; the main process keeps the
-buffers mapped, so after the first batch only their names travel.  Fresh shared memory costs a page fault per
-4 KiB on first touch (about 0.5 ms per MB on the benchmark machine, several times a copy) and passing a file
-descriptor a socket round trip to the worker: together most of the cost of moving a clip between processes.
-
-Datasets whose ``__getitems__`` is :func:`shared_batch_items` (the engine's loaders) go one step further: from
-the second batch of a worker on, each item's final clip is written by the pipeline (``pipeline.output_buffer``)
-straight into its place in such a pooled buffer, and the collate finds the batch already stacked there (no copy).
+Inside a DataLoader worker, stacked tensors are written straight into shared memory (as torch's
+``default_collate`` does), so that sending the batch to the main process copies nothing more.
 """
 from __future__ import annotations
 
-import os
-import weakref
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
 
-from .pipeline import _OUTPUT_BUFFER, DeferredNormalize, _nbytes
-
-__all__ = ["collate_recognition", "collate_ava", "STACKED_AVA_KEYS", "shared_batch_items"]
+__all__ = ["collate_recognition", "collate_ava", "STACKED_AVA_KEYS"]
 
 STACKED_AVA_KEYS = ("img",)
 
@@ -41,305 +27,17 @@ def _to_tensor(x: Any) -> Any:
     return x
 
 
-# ------------------------------------------------------------------------------- shared-memory stacking
-# Slot header: byte 0 is 1 from the moment the worker fills the slot until the main process has freed the batch
-# tensor on it; byte 1 is set by the main process once it keeps the slot mapped, after which the worker sends
-# only the slot's name instead of its file descriptor.  64 bytes keep the data aligned.
-_SLOT_HEADER = 64
-_BY_VALUE_BYTES = 64 << 10  # stacked tensors up to this size are pickled by value
-
-
-class _SlotPool:
-    """Shared-memory buffers of one worker process, reused once the main process has freed the batch on them."""
-
-    MIN_BYTES = 1 << 20  # smaller batches: a fresh shared buffer (the fd passing costs more than the faults)
-    MAX_SLOTS = 4  # prefetch_factor (2 by default) batches in flight + the one being built + one spare
-    MAX_TOTAL_BYTES = 1 << 30  # per worker; batches that do not fit get a fresh shared buffer
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.token = os.urandom(8).hex()  # names this pool in the main process's map of slots
-        # a slot's index is its name in the main process; a retired slot leaves None in its place
-        self.slots: list[torch.UntypedStorage | None] = []
-
-    def acquire(self, nbytes: int) -> tuple[int, torch.UntypedStorage] | None:
-        """``(index, slot)``: a free slot of at least ``nbytes``, marked busy; None when the pool is exhausted.
-
-        Slots live as long as the worker (the main process keeps them mapped until then), so a full pool
-        hands out no new one: batches that fit no free slot get a fresh buffer.
-        """
-        live = [(i, s) for i, s in enumerate(self.slots) if s is not None]
-        fits = [(s.nbytes(), i) for i, s in live if s[0] == 0 and s.nbytes() - _SLOT_HEADER >= nbytes]
-        if fits:
-            index = min(fits)[1]
-        elif len(live) < self.MAX_SLOTS and \
-                sum(s.nbytes() for _, s in live) + nbytes + _SLOT_HEADER <= self.MAX_TOTAL_BYTES:
-            self.slots.append(torch.UntypedStorage._new_shared(nbytes + _SLOT_HEADER))
-            index = len(self.slots) - 1
-        else:
-            return None
-        self.slots[index][0] = 1
-        return index, self.slots[index]
-
-    def retire(self, index: int) -> None:
-        """Never hand slot ``index`` out again (memory that may have left the worker other than as a slot)."""
-        self.slots[index] = None
-
-
-_POOL: _SlotPool | None = None
-
-
-def _slot_pool() -> _SlotPool:
-    global _POOL
-    if _POOL is None or _POOL.pid != os.getpid():
-        _POOL = _SlotPool()
-    return _POOL
-
-
-# main process: (pool token, slot index) -> (worker pid, uint8 tensor over the slot), kept mapped while the
-# worker lives
-_MAPPED_SLOTS: dict[tuple[str, int], tuple[int, torch.Tensor]] = {}
-
-
-def _forget_dead_workers() -> None:
-    for key, (pid, _) in list(_MAPPED_SLOTS.items()):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            del _MAPPED_SLOTS[key]
-        except PermissionError:
-            pass
-
-
-class _SlotTensor(torch.Tensor):
-    """A stacked tensor living in a pooled shared buffer.  In the worker it behaves as a plain tensor (ops
-    return plain tensors); pickled, it unpickles in the main process as a tensor on the same buffer, which is
-    handed back to the worker (for a later batch) once the main process has freed that tensor and its views."""
-
-    __torch_function__ = torch._C._disabled_torch_function_impl
-
-    def __reduce_ex__(self, protocol):
-        buffer, token, index, pid = self._slot
-        offset = self.data_ptr() - buffer.data_ptr()
-        nbytes = self.numel() * self.element_size()
-        if not (self.is_contiguous() and _SLOT_HEADER <= offset and offset + nbytes <= buffer.numel()):
-            return _identity, (self.as_subclass(torch.Tensor),)  # re-pointed in the worker: torch's own sharing
-        layout = (offset, self.dtype, tuple(self.shape))
-        if buffer[1] == 1:  # the main process has the slot mapped: send its name only
-            return _receive_slot, ((token, index), None, pid) + layout
-        return _receive_slot, ((token, index), buffer, pid) + layout
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
-def _receive_slot(key: tuple[str, int], buffer: torch.Tensor | None, pid: int, offset: int, dtype: torch.dtype,
-                  shape: tuple[int, ...]) -> torch.Tensor:
-    """The batch as a tensor on the slot itself (no copy); the slot is handed back to the worker when the
-    last tensor sharing that memory is freed (a finaliser on the numpy array under it)."""
-    if buffer is None:
-        try:
-            buffer = _MAPPED_SLOTS[key][1]
-        except KeyError:
-            raise RuntimeError(f"collate: shared batch buffer {key} of worker {pid} is not mapped in this process "
-                               "(a batch unpickled outside the DataLoader's main process?)") from None
-    elif key not in _MAPPED_SLOTS:
-        _forget_dead_workers()
-        _MAPPED_SLOTS[key] = (pid, buffer)
-        buffer[1] = 1
-    nbytes = _nbytes(shape, dtype)
-    data = buffer.numpy()[offset:offset + nbytes]  # a new array object per batch; its base keeps the mapping
-    weakref.finalize(data, buffer[:1].fill_, 0)
-    return torch.from_numpy(data).view(dtype).view(shape)
-
-
-class _ByValueTensor(torch.Tensor):
-    """A small stacked tensor (labels) that travels inside the pickle instead of through a shared-memory
-    file of its own (creating one and passing its descriptor costs far more than a few bytes)."""
-
-    __torch_function__ = torch._C._disabled_torch_function_impl
-
-    def __reduce_ex__(self, protocol):
-        plain = self.as_subclass(torch.Tensor).contiguous()
-        return _tensor_from_bytes, (plain.reshape(-1).view(torch.uint8).numpy().tobytes(), plain.dtype,
-                                    tuple(plain.shape))
-
-
-def _tensor_from_bytes(data: bytes, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
-    if not data:
-        return torch.empty(shape, dtype=dtype)
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8).view(dtype).view(shape)
-
-
-def _slot_bytes(slot: torch.UntypedStorage) -> torch.Tensor:
-    """The whole slot (header included) as a uint8 tensor."""
-    return torch.empty(0, dtype=torch.uint8).set_(slot)
-
-
-def _batch_on_slot(index: int, slot: torch.UntypedStorage, dtype: torch.dtype,
-                   shape: tuple[int, ...]) -> "_SlotTensor":
-    """The ``shape`` batch at the start of slot ``index``'s data, as the tensor that pickles by the slot's name."""
-    buffer = _slot_bytes(slot)
-    nbytes = _nbytes(shape, dtype)
-    out = buffer[_SLOT_HEADER:_SLOT_HEADER + nbytes].view(dtype).view(shape).as_subclass(_SlotTensor)
-    out._slot = (buffer, _slot_pool().token, index, os.getpid())
-    return out
-
-
 def _stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     if torch.utils.data.get_worker_info() is None:
         return torch.stack(tensors)
-    stacked = _claim_arena(tensors)
-    if stacked is not None:
-        return stacked
+    # torch's default_collate: stack into shared memory directly instead of copying there when pickled
     first = tensors[0]
     shape = (len(tensors),) + tuple(first.shape)
-    nbytes = len(tensors) * first.numel() * first.element_size()
-    if first.device.type == "cpu" and nbytes <= _BY_VALUE_BYTES:
-        return torch.stack(tensors).as_subclass(_ByValueTensor)
-    if first.device.type == "cpu" and nbytes >= _SlotPool.MIN_BYTES:
-        pool = _slot_pool()
-        acquired = pool.acquire(nbytes)
-        if acquired is not None:
-            out = _batch_on_slot(*acquired, first.dtype, shape)
-            torch.stack(tensors, out=out)
-            return out
-    # torch's default_collate: stack into shared memory directly instead of copying there when pickled
     storage = first._typed_storage()._new_shared(len(tensors) * first.numel(), device=first.device)
     return torch.stack(tensors, out=first.new(storage).resize_(shape))
 
 
-# ---------------------------------------------------------------------------------- batch arena (workers)
-class _BatchArena:
-    """One batch's places in a pooled shared slot, handed to the pipeline item by item (``output_buffer``).
-
-    Each place is handed out once: a second request while building the same item (a retried sample, or a
-    pipeline with two final clips) gets a private array, which the collate then copies as usual.
-    """
-
-    def __init__(self, count: int, spec: tuple[tuple[int, ...], np.dtype] | None):
-        self.count = count
-        self.spec = spec  # (shape, dtype) of the clips this arena takes: the first clip of the previous batch
-        self.first_request: tuple[tuple[int, ...], np.dtype] | None = None
-        self.position = 0
-        self.served: set[int] = set()
-        self.slot: tuple[int, torch.UntypedStorage] | None = None
-        self.claimed = False
-
-    @property
-    def item_nbytes(self) -> int:
-        shape, dtype = self.spec
-        return int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-
-    def provide(self, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
-        if self.first_request is None:
-            self.first_request = (shape, dtype)
-        if self.spec is None or (shape, dtype) != self.spec or self.position in self.served:
-            return None
-        nbytes = self.item_nbytes
-        if self.slot is None:
-            if self.count * nbytes < _SlotPool.MIN_BYTES:
-                return None
-            self.slot = _slot_pool().acquire(self.count * nbytes)
-            if self.slot is None:
-                self.spec = None
-                return None
-        self.served.add(self.position)
-        start = _SLOT_HEADER + self.position * nbytes
-        memory = _slot_bytes(self.slot[1]).numpy()
-        return memory[start:start + nbytes].view(dtype).reshape(shape)
-
-
-_ARENA: _BatchArena | None = None  # the arena of the batch being collated (this worker)
-_ARENA_SPEC: tuple[tuple[int, ...], np.dtype] | None = None  # what the next arena takes
-_ARENA_MISSES = 0  # arenas left to a custom collate_fn; at _MAX_ARENA_MISSES, this worker stops using them
-_MAX_ARENA_MISSES = 3
-
-
-def _points_into(obj: Any, lo: int, hi: int) -> bool:
-    """Whether a tensor or array in ``obj`` (dicts, lists, tuples) has its data in ``[lo, hi)``."""
-    if isinstance(obj, torch.Tensor):
-        return obj.device.type == "cpu" and lo <= obj.data_ptr() < hi
-    if isinstance(obj, np.ndarray):
-        return lo <= obj.__array_interface__["data"][0] < hi
-    if isinstance(obj, Mapping):
-        return any(_points_into(v, lo, hi) for v in obj.values())
-    if isinstance(obj, (list, tuple)):
-        return any(_points_into(v, lo, hi) for v in obj)
-    return False
-
-
-def _settle_arena(batch: Any = None) -> None:
-    """Done with the pending arena.  Taken by the collate: its slot follows the batch.  Not taken: its slot is
-    free again if nothing in ``batch`` (what ``collate_*`` built) points into it; otherwise, or when the batch is
-    unknown (a custom collate_fn), clips on it may have left the worker, so it is never reused."""
-    global _ARENA, _ARENA_MISSES
-    arena, _ARENA = _ARENA, None
-    if arena is None or arena.slot is None or arena.claimed:
-        return
-    index, slot = arena.slot
-    lo = _slot_bytes(slot).data_ptr()
-    if batch is not None and not _points_into(batch, lo, lo + slot.nbytes()):
-        slot[0] = 0
-        return
-    _slot_pool().retire(index)
-    if batch is None:
-        _ARENA_MISSES += 1
-
-
-def shared_batch_items(dataset: Any, keys: Sequence[Any]) -> list:
-    """``[dataset[k] for k in keys]``, written where the collate will want the clips (a dataset's ``__getitems__``).
-
-    In a DataLoader worker, from the second batch on, each item's final clip (``pipeline.output_buffer``: the
-    uint8 or float32 ``[V, C, T, H, W]`` of a fused ``Normalize`` + ``FormatShape``) is written into its place in
-    one pooled shared buffer, shaped like the previous batch's first clip, and :func:`collate_recognition` /
-    :func:`collate_ava` find the batch stacked there.  Clips of another shape, or a batch that the collate does
-    not take (whose buffer is then retired), fall back to the copy; the results are the same either way.
-    """
-    global _ARENA, _ARENA_SPEC
-    if torch.utils.data.get_worker_info() is None or _ARENA_MISSES >= _MAX_ARENA_MISSES:
-        return [dataset[k] for k in keys]
-    _settle_arena()  # a batch built but never collated by collate_* (a custom collate_fn)
-    arena = _BatchArena(len(keys), _ARENA_SPEC)
-    token = _OUTPUT_BUFFER.set(arena.provide)
-    try:
-        items = []
-        for position, key in enumerate(keys):
-            arena.position = position
-            items.append(dataset[key])
-    finally:
-        _OUTPUT_BUFFER.reset(token)
-        _ARENA = arena
-        if arena.first_request is not None:
-            _ARENA_SPEC = arena.first_request
-    return items
-
-
-def _claim_arena(tensors: list[torch.Tensor]) -> torch.Tensor | None:
-    """The stacked batch as a tensor on the pending arena's slot, when ``tensors`` are its places in order."""
-    arena = _ARENA
-    if arena is None or arena.slot is None or arena.claimed or len(tensors) != arena.count:
-        return None
-    index, slot = arena.slot
-    base, nbytes = _slot_bytes(slot).data_ptr() + _SLOT_HEADER, arena.item_nbytes
-    first = tensors[0]
-    for k, t in enumerate(tensors):
-        if not (t.device.type == "cpu" and t.dtype == first.dtype and t.shape == first.shape and t.is_contiguous()
-                and t.data_ptr() == base + k * nbytes and t.numel() * t.element_size() == nbytes):
-            return None
-    arena.claimed = True
-    return _batch_on_slot(index, slot, first.dtype, (len(tensors),) + tuple(first.shape))
-
-
 # ------------------------------------------------------------------------------------------- collation
-def _same_spec(items: Sequence[Any], key: str) -> DeferredNormalize:
-    first = items[0]
-    if any(x != first for x in items[1:]):
-        raise ValueError(f"collate: '{key}' differs across the batch: {sorted(set(map(repr, items)))}")
-    return first
-
-
 def _default_collate(items: Sequence[Any], key: str = "") -> Any:
     first = items[0]
     if isinstance(first, (torch.Tensor, np.ndarray)):
@@ -349,8 +47,6 @@ def _default_collate(items: Sequence[Any], key: str = "") -> Any:
             raise ValueError(f"collate: '{key or 'item'}' has different shapes across the batch: "
                              f"{sorted(shapes)}")
         return _stack(tensors)
-    if isinstance(first, DeferredNormalize):
-        return _same_spec(items, key)
     if isinstance(first, bool):
         return torch.tensor(items, dtype=torch.bool)
     if isinstance(first, (int, np.integer)):
@@ -373,12 +69,7 @@ def collate_recognition(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """Default-collate a list of recognition items (``img_metas`` kept as a list of dicts)."""
     if not batch:
         raise ValueError("collate_recognition: empty batch")
-    out = None
-    try:
-        out = _default_collate(list(batch))
-        return out
-    finally:
-        _settle_arena(out)
+    return _default_collate(list(batch))
 
 
 def collate_ava(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -386,17 +77,7 @@ def collate_ava(batch: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if not batch:
         raise ValueError("collate_ava: empty batch")
     out: dict[str, Any] = {}
-    done = False
-    try:
-        for key in batch[0]:
-            values = [item[key] for item in batch]
-            if key in STACKED_AVA_KEYS:
-                out[key] = _default_collate(values, key)
-            elif isinstance(values[0], DeferredNormalize):
-                out[key] = _same_spec(values, key)
-            else:
-                out[key] = [_to_tensor(v) for v in values]
-        done = True
-    finally:
-        _settle_arena(out if done else None)
+    for key in batch[0]:
+        values = [item[key] for item in batch]
+        out[key] = _default_collate(values, key) if key in STACKED_AVA_KEYS else [_to_tensor(v) for v in values]
     return out

@@ -6,7 +6,7 @@ are 0-based frame numbers in display order; unsorted and duplicate indices are a
 follows the order of ``indices``.  ``iter_frames(indices)`` is the same decoding one frame at a time: each
 distinct index once, in ascending order, as ``(positions, frame, is_bgr)`` (a :data:`DecodedFrame`), with the
 frame in the decoder's own channel order (OpenCV's BGR is not converted), so that a consumer can transform a
-frame while it is still in cache (``pipeline.FramewiseClip``); ``get_frames`` is built on it.
+frame while it is still in cache; ``get_frames`` is built on it.
 
 :class:`PyAVReader` is frame-accurate: frame ``i`` is the ``i``-th frame of a sequential decode.  It builds
 an index of the video packets (display order = sorted presentation timestamps, keyframe flags; or, for AVI
@@ -1014,14 +1014,6 @@ class RawFrameDecode:
         record_decoded_shape(results, *imgs.shape[1:3])
         return results
 
-    def decode_stream(self, results: dict) -> Iterator[DecodedFrame]:
-        """What ``__call__`` decodes, one frame at a time (see ``iter_frames``); sets no keys."""
-        reader, inds = self._open(results)
-        try:
-            yield from reader.iter_frames(inds)
-        finally:
-            reader.close()
-
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(io_backend='{self.io_backend}', "
                 f"decoding_backend='{self.decoding_backend}', video_backend='{self.video_backend}')")
@@ -1084,14 +1076,6 @@ class _VideoDecodeBase:
         results["imgs"] = imgs
         record_decoded_shape(results, *imgs.shape[1:3])
         return results
-
-    def decode_stream(self, results: dict) -> Iterator[DecodedFrame]:
-        """What ``__call__`` decodes, one frame at a time (see ``iter_frames``); closes the reader at the end."""
-        reader = self._reader(results)
-        try:
-            yield from reader.iter_frames(_frame_inds(results))
-        finally:
-            self._release(results, reader)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(mode='{self.mode}')"

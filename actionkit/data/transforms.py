@@ -15,9 +15,7 @@ Multi-view crops (``ThreeCrop``/``TenCrop``) and lazy mode do not take boxes (as
 Each geometric transform (``Resize``, ``RandomRescale``, the crops, ``Flip``) works in two halves:
 ``plan(results)`` draws its random numbers and updates every key but the pixels, and returns the pixel work
 as a :class:`FrameOp` (the same for every frame; None when there is none); ``__call__`` is ``plan`` followed by
-``FrameOp.apply_clip``.  ``pipeline.FramewiseClip`` runs the same plans and applies the ops frame by frame
-instead (``FrameOp.apply_views``) while each decoded frame is still in cache: the same calls on the same
-pixels, so the same output.
+``FrameOp.apply_clip``.
 
 Lazy mode (``lazy=True`` on Resize / RandomCrop / RandomResizedCrop / MultiScaleCrop / CenterCrop / Flip,
 then ``Fuse``): crops accumulate as a float box in original-image coordinates in ``results['lazy']``;
@@ -202,15 +200,10 @@ def _update_crop_quadruple(results: dict, left: int, top: int, new_w: int, new_h
 class FrameOp:
     """The pixel work of one transform call: the same on every frame of the clip.
 
-    ``apply_clip(imgs)`` works on a whole ``[M, H, W, C]`` clip (what ``__call__`` does); ``apply_views(frames)``
-    on the views ``[H, W, C]`` of one frame, returning its new views (one per view, or more for multi-view
-    crops).  Both make the same calls per frame.
+    ``apply_clip(imgs)`` works on a whole ``[M, H, W, C]`` clip (what ``__call__`` does).
     """
 
     def apply_clip(self, imgs: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
         raise NotImplementedError
 
 
@@ -223,9 +216,6 @@ class CropFrames(FrameOp):
     def apply_clip(self, imgs: np.ndarray) -> np.ndarray:
         return imgs[:, self.top:self.top + self.height, self.left:self.left + self.width]
 
-    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        return [f[self.top:self.top + self.height, self.left:self.left + self.width] for f in frames]
-
 
 class ResizeFrames(FrameOp):
     """``cv2.resize`` of every frame to ``size = (w, h)`` (none when the size is unchanged)."""
@@ -235,11 +225,6 @@ class ResizeFrames(FrameOp):
 
     def apply_clip(self, imgs: np.ndarray) -> np.ndarray:
         return imresize_clip(imgs, self.size, self.interpolation)
-
-    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        w, h = self.size
-        return [f if f.shape[:2] == (h, w) else cv2.resize(f, self.size, interpolation=_INTERP[self.interpolation])
-                for f in frames]
 
 
 class FlipFrames(FrameOp):
@@ -255,17 +240,11 @@ class FlipFrames(FrameOp):
             imgs[0::2] = 255 - imgs[0::2]
         return imgs
 
-    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        if self.invert_x_flow:  # depends on the frame's position in the clip, not on the frame alone
-            raise ValueError("a Flow flip cannot be applied frame by frame")
-        return [f[:, ::-1] if self.direction == "horizontal" else f[::-1] for f in frames]
-
 
 class MultiCropFrames(FrameOp):
     """Several ``crop_w`` x ``crop_h`` windows (each followed by its horizontal flip when ``with_flip``).
 
-    The clip comes out crop-major (all frames of view 0, then view 1, ...), materialised; per frame, views
-    are listed the same way (view-major over the incoming views).
+    The clip comes out crop-major (all frames of view 0, then view 1, ...), materialised.
     """
 
     def __init__(self, offsets: Sequence[tuple[int, int]], crop_w: int, crop_h: int, with_flip: bool):
@@ -290,10 +269,6 @@ class MultiCropFrames(FrameOp):
         for k, view in enumerate(self._windows(imgs)):
             out[k * m:(k + 1) * m] = view
         return out
-
-    def apply_views(self, frames: list[np.ndarray]) -> list[np.ndarray]:
-        per_frame = [self._windows(f) for f in frames]
-        return [views[k] for k in range(self.num_views) for views in per_frame]
 
 
 def _apply_plan(results: dict, op: FrameOp | None) -> dict:
@@ -639,8 +614,6 @@ class ThreeCrop:
     """Three crops along the long side: x-offsets ``[0, 2*step, step]`` (left, right, middle) when
     ``crop_h == H`` (else the same along y); ``step = (W - cw)//2``."""
 
-    multi_view = True  # its plan needs the clip's frame count (FramewiseClip takes one such op)
-
     def __init__(self, crop_size: int | Sequence[int]):
         self.crop_size = _pair(crop_size, "crop_size", "ThreeCrop")
 
@@ -669,8 +642,6 @@ class ThreeCrop:
 @PIPELINES.register()
 class TenCrop:
     """Five crops (corners + centre on the ``//4`` grid) each followed by its horizontal flip."""
-
-    multi_view = True
 
     def __init__(self, crop_size: int | Sequence[int]):
         self.crop_size = _pair(crop_size, "crop_size", "TenCrop")

@@ -4,15 +4,13 @@ from __future__ import annotations
 import datetime
 import math
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-from ..data.collate import shared_batch_items
-from ..data.pipeline import deferred_normalization
 from ..utils import barrier, get_dist_info  # noqa: F401 - part of this module's interface
 
 
@@ -214,24 +212,3 @@ class SeededDataset(torch.utils.data.Dataset):
                 random.setstate(saved[0])
                 np.random.set_state(saved[1])
                 torch.set_rng_state(saved[2])
-
-    def __getitems__(self, keys: Sequence[Any]) -> list:
-        return shared_batch_items(self, keys)
-
-
-class DeferredNormalizeDataset(torch.utils.data.Dataset):
-    """``dataset[key]`` under :func:`~actionkit.data.pipeline.deferred_normalization`: uint8 clips plus their
-    normalisation spec, finished on the device by ``prepare_batch`` (what the engine's loaders iterate)."""
-
-    def __init__(self, dataset: Any):
-        self.dataset = dataset
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, key: Any) -> Any:
-        with deferred_normalization():
-            return self.dataset[key]
-
-    def __getitems__(self, keys: Sequence[Any]) -> list:
-        return shared_batch_items(self, keys)

@@ -3,10 +3,27 @@
 ``build_train_loader`` iterates :class:`~actionkit.engine.distributed.EpochBatchSampler` batches (order a pure
 function of ``(seed, epoch)``); ``build_test_loader`` keeps dataset order (a padded shard per rank when
 distributed).  Both read ``cfg.data.{train,val,test}_dataloader`` over ``cfg.data``.
+
+The path from ``dataset[i]`` to the model input (:func:`loader_data`):
+
+1. with ``defer_normalize`` (config ``data.defer_normalize`` / ``data.<which>_dataloader.defer_normalize``,
+   default True), :func:`split_dataset_normalize` gives a shallow copy of the dataset whose pipeline is the
+   configured one without its ``Normalize`` (:func:`actionkit.data.preprocess.split_normalize`: only where
+   ``Normalize`` directly precedes ``FormatShape('NCTHW')`` and only key-moving ops follow), and that
+   ``Normalize`` as a :class:`~actionkit.data.preprocess.BatchNormalize`;
+2. :class:`~actionkit.engine.distributed.SeededDataset` seeds each sample from ``(seed, epoch, index)``;
+3. the collate (the dataset's ``collate_fn``, else :func:`auto_collate`) stacks the uint8 clips; a
+   :class:`BatchNormalizeCollate` then attaches the ``BatchNormalize`` under
+   ``actionkit.data.preprocess.BATCH_NORMALIZE_KEY``;
+4. :func:`~actionkit.engine.test.prepare_batch` moves the batch to the device and applies the step there (bit
+   for bit what the pipeline's ``Normalize`` gives).
 """
 from __future__ import annotations
 
+import copy
+import logging
 import random
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 import cv2
@@ -16,11 +33,14 @@ from torch.utils.data import DataLoader
 from torch.utils.data.dataloader import default_collate
 
 from ..data.collate import collate_ava, collate_recognition
-from .distributed import (DeferredNormalizeDataset, DistributedTestSampler, EpochBatchSampler, SeededDataset,
-                          get_dist_info, is_dist)
+from ..data.pipeline import Compose
+from ..data.preprocess import BatchNormalize, attach_batch_normalize, split_normalize
+from .distributed import DistributedTestSampler, EpochBatchSampler, SeededDataset, get_dist_info, is_dist
 
-__all__ = ["auto_collate", "dataset_collate", "WorkerInit", "loader_dataset", "build_train_loader",
-           "build_test_loader", "build_precise_bn_loader"]
+__all__ = ["auto_collate", "dataset_collate", "WorkerInit", "LoaderData", "loader_data", "split_dataset_normalize",
+           "BatchNormalizeCollate", "build_train_loader", "build_test_loader", "build_precise_bn_loader"]
+
+_LOG = logging.getLogger("actionkit")
 
 
 _BOX_KEYS = ("proposals", "gt_bboxes", "gt_labels")
@@ -82,17 +102,78 @@ def _loader_settings(cfg: Mapping, which: str) -> dict:
     }
 
 
-def loader_dataset(dataset: Any, seed: int, defer_normalize: bool) -> torch.utils.data.Dataset:
-    """What the engine's loaders index: per-sample seeding and, with ``defer_normalize``, pipelines that
-    hand over uint8 clips (normalised by :func:`~actionkit.engine.test.prepare_batch`, bit-identically)."""
-    seeded = SeededDataset(dataset, seed)
-    return DeferredNormalizeDataset(seeded) if defer_normalize else seeded
+def split_dataset_normalize(dataset: Any) -> tuple[Any, BatchNormalize | None]:
+    """``(dataset whose items hold uint8 clips, the BatchNormalize to apply to its batches)``, or
+    ``(dataset, None)`` where its pipeline keeps its ``Normalize`` (see ``data.preprocess.split_normalize``).
+
+    A dataset with a ``split_normalize()`` method of its own (several pipelines, e.g. ``RecognitionInputs``) is
+    asked; otherwise a ``Compose`` under ``dataset.pipeline`` is split and the dataset shallow-copied with the
+    split pipeline (``dataset`` itself is left as it is: ``dataset[i]`` still gives float32 clips).
+    """
+    own = getattr(dataset, "split_normalize", None)
+    if callable(own):
+        return own()
+    pipeline = getattr(dataset, "pipeline", None)
+    if not isinstance(pipeline, Compose):
+        return dataset, None
+    steps, step = split_normalize(pipeline.transforms)
+    if step is None:
+        return dataset, None
+    uint8_dataset = copy.copy(dataset)
+    uint8_dataset.pipeline = Compose(steps)
+    return uint8_dataset, step
+
+
+class BatchNormalizeCollate:
+    """``collate_fn(items)`` with ``step`` attached to the batch (``data.preprocess.attach_batch_normalize``)."""
+
+    def __init__(self, collate_fn: Callable, step: BatchNormalize):
+        self.collate_fn, self.step = collate_fn, step
+
+    def __call__(self, items: Sequence[Any]) -> Any:
+        return attach_batch_normalize(self.collate_fn(items), self.step)
+
+    def __repr__(self) -> str:
+        return f"BatchNormalizeCollate({self.collate_fn!r}, {self.step!r})"
+
+
+@dataclass(frozen=True)
+class LoaderData:
+    """What an engine loader iterates: the seeded dataset, its collate and the step moved to the device."""
+
+    dataset: SeededDataset
+    collate_fn: Callable
+    batch_normalize: BatchNormalize | None
+
+
+_LOGGED_STEPS: set[str] = set()  # log lines written already: each moved step is logged once per process
+
+
+def _log_moved_step(dataset: Any, step: BatchNormalize) -> None:
+    line = (f"data: the Normalize(mean={list(step.mean)}, std={list(step.std)}, to_bgr={step.to_bgr}) of "
+            f"{type(dataset).__name__}'s pipeline runs after the device copy (BatchNormalize of '{step.key}'; "
+            "the loader's items hold uint8 clips)")
+    if line not in _LOGGED_STEPS:
+        _LOGGED_STEPS.add(line)
+        _LOG.info(line)
+
+
+def loader_data(dataset: Any, seed: int, defer_normalize: bool) -> LoaderData:
+    """The dataset, collate and device step of an engine loader (see the module doc for the path)."""
+    step = None
+    if defer_normalize:
+        dataset, step = split_dataset_normalize(dataset)
+    collate = dataset_collate(dataset)
+    if step is not None:
+        _log_moved_step(dataset, step)
+        collate = BatchNormalizeCollate(collate, step)
+    return LoaderData(SeededDataset(dataset, seed), collate, step)
 
 
 def build_train_loader(dataset: Any, cfg: Mapping, seed: int,
                        defer_normalize: bool | None = None) -> tuple[DataLoader, EpochBatchSampler]:
     """``defer_normalize`` (default: ``cfg.data.train_dataloader.defer_normalize``, else
-    ``cfg.data.defer_normalize``, else True): see :func:`loader_dataset`."""
+    ``cfg.data.defer_normalize``, else True): see :func:`loader_data`."""
     s = _loader_settings(cfg, "train")
     defer = bool(s["defer_normalize"] if defer_normalize is None else defer_normalize)
     rank, world = get_dist_info()
@@ -102,8 +183,9 @@ def build_train_loader(dataset: Any, cfg: Mapping, seed: int,
     g = torch.Generator()
     g.manual_seed(seed)
     init = WorkerInit(seed, rank, workers, cfg.get("opencv_num_threads", 0))
-    loader = DataLoader(loader_dataset(dataset, seed, defer), batch_sampler=bs, num_workers=workers,
-                        collate_fn=dataset_collate(dataset), pin_memory=bool(s["pin_memory"]),
+    data = loader_data(dataset, seed, defer)
+    loader = DataLoader(data.dataset, batch_sampler=bs, num_workers=workers,
+                        collate_fn=data.collate_fn, pin_memory=bool(s["pin_memory"]),
                         worker_init_fn=init, generator=g,
                         persistent_workers=bool(s["persistent_workers"]) and workers > 0)
     return loader, bs
@@ -121,8 +203,9 @@ def build_test_loader(dataset: Any, cfg: Mapping, which: str = "test", distribut
     g = torch.Generator()
     g.manual_seed(seed)
     init = WorkerInit(seed, get_dist_info()[0], workers, cfg.get("opencv_num_threads", 0))
-    return DataLoader(loader_dataset(dataset, seed, defer), batch_size=s["videos_per_gpu"], shuffle=False,
-                      sampler=sampler, num_workers=workers, collate_fn=dataset_collate(dataset),
+    data = loader_data(dataset, seed, defer)
+    return DataLoader(data.dataset, batch_size=s["videos_per_gpu"], shuffle=False,
+                      sampler=sampler, num_workers=workers, collate_fn=data.collate_fn,
                       pin_memory=bool(s["pin_memory"]), generator=g, worker_init_fn=init)
 
 
@@ -134,7 +217,8 @@ def build_precise_bn_loader(dataset: Any, train_loader: DataLoader, train_sample
     sampler = EpochBatchSampler(len(dataset), train_sampler.batch_size, True, seed, rank, world,
                                 train_sampler.drop_last)
     sampler.set_epoch(epoch)
-    defer = isinstance(train_loader.dataset, DeferredNormalizeDataset)
-    return DataLoader(loader_dataset(dataset, seed, defer), batch_sampler=sampler,
-                      num_workers=train_loader.num_workers, collate_fn=train_loader.collate_fn,
+    defer = isinstance(train_loader.collate_fn, BatchNormalizeCollate)
+    data = loader_data(dataset, seed, defer)
+    return DataLoader(data.dataset, batch_sampler=sampler,
+                      num_workers=train_loader.num_workers, collate_fn=data.collate_fn,
                       worker_init_fn=train_loader.worker_init_fn, generator=torch.Generator())

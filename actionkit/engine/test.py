@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.pipeline import apply_deferred_normalize
+from ..data.preprocess import apply_batch_normalize
 from .distributed import collect_results, get_dist_info
 from .logging import progress
 
@@ -40,9 +40,10 @@ def to_device(data: Any, device: torch.device) -> Any:
 
 
 def prepare_batch(data: Any, device: torch.device) -> Any:
-    """What the model receives: the batch on ``device``, with a deferred ``Normalize`` (the engine's loaders
-    send uint8 clips, see ``actionkit.data.pipeline.deferred_normalization``) applied there."""
-    return apply_deferred_normalize(to_device(data, device))
+    """What the model receives: the batch on ``device``, then its
+    :class:`~actionkit.data.preprocess.BatchNormalize` (``batch['batch_normalize']``, attached by the engine's
+    loaders, see ``actionkit.engine.loaders``) applied there; a batch without one is only moved."""
+    return apply_batch_normalize(to_device(data, device))
 
 
 def batch_size_of(data: Any) -> int:

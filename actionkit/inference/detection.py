@@ -14,8 +14,8 @@ The clip of a keyframe is what the config's AVA val pipeline produces for it: th
 ``SampleAVAFrames`` picks the frames (``keyframe - (clip_len // 2) * frame_interval + k * frame_interval``,
 clipped to the video as it clips to the shot), and every transform after the decode op (``Resize``,
 ``Normalize``, ``FormatShape``, ``Collect``...) runs unchanged on the RGB frames of the streaming decode (the
-same pixels as the dataset's random-access reader), so a keyframe's scores equal those of ``tools/test.py`` on
-an AVA-format dataset made of the same video. The model runs with ``test_cfg.rcnn.action_thr = 0``.
+same pixels as the dataset's random-access reader; ``Normalize`` after the device copy, as in the engine), so a
+keyframe's scores equal those of ``tools/test.py`` on an AVA-format dataset of the same video (``action_thr`` 0).
 """
 from __future__ import annotations
 
@@ -31,7 +31,10 @@ import torch
 
 from ..data.ava import AVAFormatError, SampleAVAFrames
 from ..data.ava_proposals import load_proposals
+from ..data.collate import collate_ava
 from ..data.decode import DecodeError, record_decoded_shape
+from ..data.pipeline import Compose
+from ..data.preprocess import attach_batch_normalize, split_normalize
 
 __all__ = [
     "DetectInputError", "Keyframe", "KeyframeResult", "PersonBoxes", "ProposalFileBoxes", "CsvBoxes",
@@ -304,9 +307,7 @@ def load_person_boxes(path: str | os.PathLike, video_id: str, fps: int, timestam
 
 class _BufferedDecode:
     """Stands in for the val pipeline's decode op: the frames ``results['frame_inds']`` (1-based) come from the
-    streaming decode's buffer (RGB), with the keys a decode op sets (``original_shape``, ``img_shape``, boxes
-    in pixels). Has ``decode_stream``, so ``Compose`` fuses it with the transforms after it as it fuses
-    ``RawFrameDecode`` (``FramewiseClip``), with the same pixels."""
+    streaming decode's buffer (RGB), with the keys a decode op sets (``original_shape``, ``img_shape``, boxes)."""
 
     @staticmethod
     def _positions(results: dict) -> tuple[dict[int, np.ndarray], list[int], list[list[int]]]:
@@ -317,11 +318,6 @@ class _BufferedDecode:
         for j, u in enumerate(inverse.reshape(-1).tolist()):
             positions[u].append(j)
         return frames, uniq.tolist(), positions
-
-    def decode_stream(self, results: dict) -> Iterator[tuple[list[int], np.ndarray, bool]]:
-        frames, uniq, positions = self._positions(results)
-        for frame_no, pos in zip(uniq, positions):
-            yield pos, frames[frame_no], False
 
     def __call__(self, results: dict) -> dict:
         frames, uniq, positions = self._positions(results)
@@ -340,13 +336,12 @@ class _BufferedDecode:
 class KeyframeClipPipeline:
     """The config's ``data.val.pipeline`` with its decode op reading the streaming decode's frames.
 
-    ``item(keyframe, frames, boxes)`` returns what ``AVADataset[i]`` returns for that keyframe (``img``,
-    ``proposals``, ``img_metas``...), ``boxes`` being the normalised ``[N, 4]`` person boxes and their scores.
+    ``Normalize`` is split off as in the engine (``data.preprocess.split_normalize``): ``uint8_item(keyframe,
+    frames, boxes)`` (``boxes``: normalised ``[N, 4]`` + scores) is ``compose``'s uint8 output, ``item(...)`` that
+    with ``batch_normalize`` applied (None: not split): ``AVADataset[i]`` for that keyframe (``img``, ...).
     """
 
     def __init__(self, cfg: Mapping[str, Any], video_id: str, num_frames: int):
-        from ..data.pipeline import Compose
-
         self.sampler = val_sampler(cfg)
         steps: list[Any] = []
         decode_seen = False
@@ -364,7 +359,9 @@ class KeyframeClipPipeline:
 
             raise ConfigError(f"has no decode op ({', '.join(DECODE_OP_TYPES)})", "data.val.pipeline",
                               getattr(cfg, "filename", None))
-        self.compose = Compose(steps, filename=getattr(cfg, "filename", None))
+        configured = Compose(steps, filename=getattr(cfg, "filename", None))
+        uint8_steps, self.batch_normalize = split_normalize(configured.transforms)
+        self.compose = Compose(uint8_steps)
         self.video_id = video_id
         self.num_frames = int(num_frames)
 
@@ -376,6 +373,10 @@ class KeyframeClipPipeline:
         return clip_frame_numbers(self.sampler, keyframe, self.num_frames)
 
     def item(self, keyframe: Keyframe, frames: Mapping[int, np.ndarray], boxes: np.ndarray) -> dict:
+        out = self.uint8_item(keyframe, frames, boxes)
+        return out if self.batch_normalize is None else self.batch_normalize(out)
+
+    def uint8_item(self, keyframe: Keyframe, frames: Mapping[int, np.ndarray], boxes: np.ndarray) -> dict:
         results = self.sampler(dict(fps=1, timestamp=keyframe.frame - 1, timestamp_start=0,
                                     shot_info=(1, self.num_frames + 1), start_index=0))
         results.update(frame_dir=f"{self.video_id}.mp4", video_id=self.video_id, timestamp=keyframe.timestamp,
@@ -405,13 +406,12 @@ class ActionDetector:
 
     def predict(self, pipeline: KeyframeClipPipeline, keyframe: Keyframe, frames: Mapping[int, np.ndarray],
                 boxes: np.ndarray) -> list[np.ndarray]:
-        from ..data.collate import collate_ava
         from ..engine.test import prepare_batch, split_result
 
         if len(boxes) == 0:
             return [np.zeros((0, 5), np.float32) for _ in range(self.num_classes - 1)]
-        item = pipeline.item(keyframe, frames, boxes)
-        data = prepare_batch(collate_ava([item]), self.device)
+        batch, step = collate_ava([pipeline.uint8_item(keyframe, frames, boxes)]), pipeline.batch_normalize
+        data = prepare_batch(batch if step is None else attach_batch_normalize(batch, step), self.device)
         with torch.no_grad():
             out = self.model(return_loss=False, **data)
         return split_result(out, 1)[0]

@@ -1,8 +1,9 @@
 """Action recognition on users' videos: ``init_recognizer`` / ``inference_recognizer`` (MMAction2 0.x names).
 
 ``inference_recognizer(model, video)`` runs the config's ``data.test.pipeline`` through the engine's own test
-path (:func:`~actionkit.engine.loaders.build_test_loader`: per-sample seeding, deferred normalisation finished by
-:func:`~actionkit.engine.test.prepare_batch`, the recognition collate, ``split_result``), so a video gives
+path (:func:`~actionkit.engine.loaders.build_test_loader`: per-sample seeding, the pipeline's ``Normalize`` applied
+after the device copy by :func:`~actionkit.engine.test.prepare_batch`, the recognition collate, ``split_result``),
+so a video gives
 exactly the scores that ``tools/test.py`` gives for it.  ``video`` may be
 
 * a video file: a video config (``*Init`` / ``*Decode``) runs unchanged; a frame-folder config reads the video
@@ -33,6 +34,7 @@ from torch import nn
 from ..config import Config, apply_cfg_options, load_config
 from ..data.decode import DecodeError, FrameFolderReader, _unique_positions, check_frame_range, open_video
 from ..data.pipeline import Compose
+from ..data.preprocess import BatchNormalize, split_normalize
 
 __all__ = ["init_recognizer", "inference_recognizer", "recognition_scores", "top_k_predictions",
            "RecognitionInputs", "RecognitionItem", "ArrayReader", "InputError", "count_frames",
@@ -275,6 +277,19 @@ class RecognitionInputs(torch.utils.data.Dataset):
             self._native = Compose(self.pipeline_cfg, filename=self.filename)
             self._reader = Compose(_reader_pipeline(self.pipeline_cfg), filename=self.filename)
         return self._native, self._reader  # type: ignore[return-value]
+
+    def split_normalize(self) -> tuple[RecognitionInputs, BatchNormalize | None]:
+        """``(a copy whose pipelines end with the uint8 clip, the Normalize they leave out)``, or ``(self, None)``
+        where the test pipeline keeps its ``Normalize`` (``actionkit.data.preprocess.split_normalize``; the
+        engine's loaders call this and attach the step to the batches, see ``engine.loaders``)."""
+        native, reader = self._pipelines()
+        native_steps, step = split_normalize(native.transforms)
+        reader_steps, reader_step = split_normalize(reader.transforms)
+        if step is None or reader_step != step:
+            return self, None
+        uint8_inputs = copy.copy(self)
+        uint8_inputs._native, uint8_inputs._reader = Compose(native_steps), Compose(reader_steps)
+        return uint8_inputs, step
 
     def _base(self) -> dict:
         d = self.defaults
