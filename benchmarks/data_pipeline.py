@@ -9,17 +9,19 @@ folders:
 * the test pipeline   SampleFrames(32,2,10,test_mode) -> decode -> Resize(-1,256) -> ThreeCrop(256)
   -> Normalize -> FormatShape -> Collect -> ToTensor  (one item = 10 clips x 3 crops = 30 views);
 
-through a ``torch.utils.data.DataLoader`` (batch 1, the engine's dataset wrapper, collate and default
-prefetching: workers write clips straight into shared batch buffers) with 1 and 2 workers (one torch and one
-OpenCV thread per process, the main process included), timing what a training step receives, in the steady state
-(see ``loader_rate``).  Three placements of ``Normalize``:
+through a ``torch.utils.data.DataLoader`` (batch 1, the engine's loader dataset and collate,
+``engine.loaders.loader_data``, and default prefetching) with 1 and 2 workers (one torch and one OpenCV thread per
+process, the main process included), timing what a training step receives, in the steady state (see
+``loader_rate``).  Three placements of ``Normalize``:
 
-* ``uint8 to the device (normalised there)`` (the engine's default on a GPU): workers send uint8 clips; the
-  main process copies each batch once, as ``pin_memory`` does, and the accelerator normalises it after the
-  device copy, so no CPU of this machine normalises (the copy into a reused buffer stands in for pinning);
-* ``uint8, normalised in main`` (the engine's default on a CPU): the main process applies the deferred
-  ``Normalize`` (``engine.test.prepare_batch``) on the CPU, alongside the workers;
-* ``normalised in worker``: workers send float32 clips (``data.defer_normalize=False``).
+* ``uint8 to the device (normalised there)`` (the engine's default on a GPU): workers send uint8 clips (the
+  pipeline without its ``Normalize``); the main process copies each batch once, as ``pin_memory`` does, and the
+  accelerator applies the ``BatchNormalize`` after the device copy, so no CPU of this machine normalises (the copy
+  into a reused buffer stands in for pinning);
+* ``uint8, normalised in main`` (the engine's default on a CPU): the main process applies the
+  ``BatchNormalize`` (``engine.test.prepare_batch``) on the CPU, alongside the workers;
+* ``normalised in worker``: the configured pipeline, ``Normalize`` included; workers send float32 clips
+  (``data.defer_normalize=False``).
 
 ``overhead vs decode`` = per-clip time through the loader / per-clip bare decode time - 1 (the decode of
 the pipeline's own reader: pyav for mp4, cv2 for JPEG).  Each loader run is paired with the mean of the bare
@@ -49,9 +51,10 @@ import torch
 from actionkit.data.decode import FrameFolderReader, open_video
 from actionkit.data.kinetics import RawframeDataset, VideoDataset
 from actionkit.data.pipeline import Compose
+from actionkit.data.preprocess import split_normalize
 from actionkit.synthetic.kinetics import render_clip, write_frame_folder, write_video
 from actionkit.engine.test import prepare_batch
-from actionkit.engine.loaders import auto_collate, loader_dataset
+from actionkit.engine.loaders import loader_data
 
 NORM = dict(type="Normalize", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
 TAIL = [dict(type="FormatShape", input_format="NCTHW"),
@@ -108,7 +111,7 @@ def _process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# what the main process does with each batch: the loader's key -> (deferred normalisation, main-process work, row name)
+# what the main process does with each batch: the loader's key -> (Normalize after the copy, main-process work, row name)
 STAGES = {
     "device": (True, "copy", "full pipeline, uint8 to the device (normalised there)"),
     "main": (True, "normalise", "full pipeline, uint8, normalised in main"),
@@ -141,8 +144,10 @@ def loader_rate(ds, workers: int, items: int, stage: str) -> tuple[float, float]
     defer, main_work, _ = STAGES[stage]
     cpu = torch.device("cpu")
     in_flight = workers * 2 if workers else 1  # DataLoader's default prefetch_factor, as the engine uses it
-    loader = torch.utils.data.DataLoader(loader_dataset(ds, 0, defer), batch_size=1,
-                                         shuffle=False, num_workers=workers, collate_fn=auto_collate,
+    data = loader_data(ds, 0, defer)
+    assert (data.batch_normalize is not None) == defer
+    loader = torch.utils.data.DataLoader(data.dataset, batch_size=1,
+                                         shuffle=False, num_workers=workers, collate_fn=data.collate_fn,
                                          worker_init_fn=_worker_init,
                                          sampler=[i % len(ds) for i in range(2 * in_flight + items)])
     it = iter(loader)
@@ -254,7 +259,7 @@ def main(argv=None) -> int:
             jobs = decode_jobs(cfg, paths, args.frames, max(items, 4), start)
             ds_cls = VideoDataset if kind == "video" else RawframeDataset
             ds = ds_cls(ann, cfg, data_prefix=prefix)
-            assert ds.pipeline.supports_deferred_normalize
+            assert split_normalize(ds.pipeline.transforms)[1] is not None
             loaders = [(w, stage) for w in args.workers for stage in STAGES]
             decode_s = {rname: [float("inf"), float("inf")] for rname, _ in readers}  # best wall, best CPU
             loader_best = {key: [0.0, float("inf")] for key in loaders}  # best items/s, best CPU s/item

@@ -1,6 +1,6 @@
-"""Normalize + FormatShape('NCTHW') one by one vs the fused step ``Compose`` uses (bit-identical output), and
-the same step deferred: uint8 out of the pipeline, ``Normalize`` applied to the batch afterwards
-(``apply_deferred_normalize``, which the engine runs after moving the batch to the device).
+"""Normalize + FormatShape('NCTHW') in the pipeline vs the split the engine's loaders make (bit-identical output):
+FormatShape of the uint8 clip (in the worker), then ``BatchNormalize`` of it (``actionkit.data.preprocess``,
+which the engine runs after moving the batch to the device; here on the CPU).
 
     python benchmarks/normalize_format.py [--frames 32] [--size 224] [--views 1] [--repeat 10]
 """
@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import torch
 
-from actionkit.data.pipeline import Compose, apply_deferred_normalize, deferred_normalization
+from actionkit.data.pipeline import Compose
+from actionkit.data.preprocess import split_normalize
 
 NORM = dict(type="Normalize", mean=[123.675, 116.28, 103.53], std=[58.395, 57.12, 57.375], to_bgr=False)
 
@@ -28,36 +29,32 @@ def main() -> None:
     a = p.parse_args()
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
-    pipe = Compose([NORM, dict(type="FormatShape", input_format="NCTHW")])
+    pipe = Compose([NORM, dict(type="FormatShape", input_format="NCTHW"),
+                    dict(type="Collect", keys=["imgs"], meta_keys=[])])
     imgs = np.random.default_rng(0).integers(0, 256, (a.views * a.frames, a.size, a.size, 3), dtype=np.uint8)
 
     def item():
         return dict(imgs=imgs, num_clips=a.views, clip_len=a.frames, modality="RGB")
 
-    def separate():
-        r = item()
-        for t in pipe.transforms:
-            r = t(r)
-        return r["imgs"]
+    steps, step = split_normalize(pipe.transforms)
+    uint8_pipe = Compose(steps)
 
-    def fused():
+    def in_pipeline():
         return pipe(item())["imgs"]
 
-    def deferred_pipeline():
-        with deferred_normalization():
-            return pipe(item())
+    def uint8_pipeline():
+        return uint8_pipe(item())
 
-    out = deferred_pipeline()
+    out = uint8_pipeline()
 
-    def deferred_normalize():
-        return apply_deferred_normalize(out)["imgs"]
+    def batch_normalize():
+        return step.normalize(out["imgs"])
 
-    assert np.array_equal(separate(), fused())
-    assert np.array_equal(separate(), deferred_normalize().numpy())
+    assert np.array_equal(in_pipeline(), batch_normalize().numpy())
     rows = []
-    for name, fn in (("Normalize, then FormatShape", separate), ("fused (Compose)", fused),
-                     ("deferred: fused step, uint8 out (in the worker)", deferred_pipeline),
-                     ("deferred: Normalize of the uint8 clip (main process, CPU)", deferred_normalize)):
+    for name, fn in (("Normalize, then FormatShape (in the pipeline)", in_pipeline),
+                     ("split: FormatShape of the uint8 clip (in the worker)", uint8_pipeline),
+                     ("split: BatchNormalize of the uint8 clip (main process, CPU)", batch_normalize)):
         fn()
         t0 = time.perf_counter()
         for _ in range(a.repeat):
