@@ -7,7 +7,6 @@ sees *where* in their config a wrong ``type`` or argument sits.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import inspect
 from typing import Any, Callable, Mapping
 
@@ -28,11 +27,11 @@ class ConfigError(ValueError):
         super().__init__(prefix + message)
 
 
-# Modules that register classes.  They are imported lazily the first time a registry is
-# queried, so ``import actionkit`` stays cheap and optional pieces cannot break each other.
+# The modules that register classes, per registry.  They are imported the first time a registry is queried,
+# so ``import actionkit`` stays cheap; a name that is not a module is an error (tests/test_configs.py checks
+# that this list is exactly the modules whose source registers into each registry).
 _PLUGIN_MODULES: dict[str, list[str]] = {
     "models": [
-        "actionkit.models.common",
         "actionkit.models.resnet3d",
         "actionkit.models.nonlocal3d",
         "actionkit.models.slowfast",
@@ -50,6 +49,7 @@ _PLUGIN_MODULES: dict[str, list[str]] = {
         "actionkit.data.ava",
     ],
     "pipelines": [
+        "actionkit.data.pipeline",
         "actionkit.data.decode",
         "actionkit.data.sampling",
         "actionkit.data.transforms",
@@ -75,12 +75,19 @@ class Registry:
         return deco
 
     def _load_plugins(self) -> None:
+        """Import this registry's plugin modules (once); a listed name that is not a module raises ImportError."""
         if self._loaded:
             return
-        self._loaded = True
+        self._loaded = True  # set first: a plugin module may query the registry while it is imported
         for mod in _PLUGIN_MODULES.get(self.name, []):
-            if importlib.util.find_spec(mod) is not None:
+            try:
                 importlib.import_module(mod)
+            except BaseException as exc:
+                self._loaded = False  # the next query tries again (and fails the same way)
+                if isinstance(exc, ModuleNotFoundError) and exc.name and (mod + ".").startswith(exc.name + "."):
+                    raise ImportError(f"{self.name} registry: plugin module '{mod}' does not exist (listed in "
+                                      "actionkit.registry._PLUGIN_MODULES)", name=mod) from None
+                raise  # the module exists and failed to import, or something it imports is missing
 
     def get(self, name: str) -> Callable[..., Any]:
         self._load_plugins()

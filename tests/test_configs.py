@@ -189,3 +189,46 @@ def test_config_forward_backward(path, tmp_path):
     no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not no_grad, f"parameters without gradient: {no_grad[:5]}"
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+# ------------------------------------------------------------------------------------------------
+# the registries' plugin modules
+# ------------------------------------------------------------------------------------------------
+
+def _modules_registering_into(registry_name: str) -> set[str]:
+    """The ``actionkit`` modules whose source registers a class into ``MODELS`` / ``DATASETS`` / ``PIPELINES``."""
+    marker = f"@{registry_name.upper()}.register("
+    package = REPO / "actionkit"
+    return {".".join(p.relative_to(REPO).with_suffix("").parts) for p in package.rglob("*.py")
+            if marker in p.read_text(encoding="utf-8")}
+
+
+@pytest.mark.parametrize("registry_name", ["models", "datasets", "pipelines"])
+def test_plugin_modules_are_exactly_the_registering_modules(registry_name):
+    from actionkit.registry import _PLUGIN_MODULES
+
+    listed = _PLUGIN_MODULES[registry_name]
+    assert len(listed) == len(set(listed)), listed
+    assert set(listed) == _modules_registering_into(registry_name)
+
+
+@pytest.mark.parametrize("typo", ["actionkit.models.resnet3dd", "actionkit.modles.resnet3d"])
+def test_a_plugin_module_that_does_not_exist_is_an_error(typo, monkeypatch):
+    from actionkit import registry
+
+    monkeypatch.setitem(registry._PLUGIN_MODULES, "things", ["actionkit.models.heads", typo])
+    things = registry.Registry("things")
+    with pytest.raises(ImportError, match=rf"things registry: plugin module '{typo}' does not exist"):
+        things.get("I3DHead")
+    with pytest.raises(ImportError, match=typo):  # every query, not only the first one
+        things.names()
+
+
+def test_a_failing_dependency_of_a_plugin_module_keeps_its_own_error(tmp_path, monkeypatch):
+    (tmp_path / "ak_plugin_needing_a_missing_package.py").write_text("import ak_no_such_package_anywhere\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from actionkit import registry
+
+    monkeypatch.setitem(registry._PLUGIN_MODULES, "things", ["ak_plugin_needing_a_missing_package"])
+    with pytest.raises(ModuleNotFoundError, match="ak_no_such_package_anywhere"):
+        registry.Registry("things").names()
