@@ -212,8 +212,11 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
         filename = resolve_checkpoint(filename)
     head = _check_file(filename)
     placeholders: dict[str, type] = {}
-    # For zip checkpoints list the unknown globals up front (a static scan of the pickle).
-    if head == b"PK\x03\x04":
+    # Zip checkpoints: torch lists the unknown globals up front (a static scan of the pickle).  Legacy (non-zip)
+    # files cannot be scanned that way (get_unsafe_globals_in_checkpoint refuses them): their unknown globals
+    # are learnt one at a time from the loader's refusals below.
+    is_zip = head == b"PK\x03\x04"
+    if is_zip:
         verify_zip_records(filename)
         try:
             with torch.serialization.safe_globals(safe_globals_list()):
@@ -229,7 +232,7 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
             break
         except pickle.UnpicklingError as exc:
             msg = str(exc)
-            m = _UNSUPPORTED_RE.search(msg)
+            m = None if is_zip else _UNSUPPORTED_RE.search(msg)
             if m is None:
                 blocked = _BLOCKED_RE.search(msg)
                 if blocked:
@@ -279,7 +282,8 @@ def safe_load(filename: str | os.PathLike, map_location: Any = "cpu") -> Any:
 
 
 # ----------------------------------------------------------------------------------------------- loading
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside a (Distributed)DataParallel wrapper, or ``model`` itself."""
     return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
 
 
@@ -307,7 +311,7 @@ def load_state_dict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], st
     ``strict=True`` any of the three lists being non-empty raises :class:`CheckpointError`.
     """
     logger = logger or _LOG
-    model = _unwrap(model)
+    model = unwrap_model(model)
     own = model.state_dict()
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
@@ -414,7 +418,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, optimizer: torch.
     """
     meta = dict(meta or {})
     meta.setdefault("rng_states", [get_rng_state()])  # one entry per rank (the trainer gathers all ranks)
-    ckpt: dict[str, Any] = {"meta": meta, "state_dict": weights_to_cpu(_unwrap(model).state_dict())}
+    ckpt: dict[str, Any] = {"meta": meta, "state_dict": weights_to_cpu(unwrap_model(model).state_dict())}
     if optimizer is not None:
         ckpt["optimizer"] = optimizer.state_dict()
     if scheduler is not None:
