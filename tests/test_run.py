@@ -240,6 +240,8 @@ def test_test_with_plain_arguments(trained, tmp_path, capsys):
     np.testing.assert_allclose(np.sum(result.outputs, 1), 1.0, rtol=1e-5)      # the config's 'prob'
     scores = run.test(cfg, ckpt, average_clips="score")                        # no --out / --eval needed here
     assert scores.metrics == {} and not np.allclose(np.sum(scores.outputs, 1), 1.0)
+    plain = run.test(to_plain(dict(cfg)), ckpt)                                # a plain dict config works too
+    np.testing.assert_allclose(np.stack(plain.outputs), np.stack(result.outputs), rtol=1e-6)
     # the command line prints what the function returns
     assert cli_test.main([cfg.filename, str(ckpt), "--eval", "top_k_accuracy"]) == 0
     assert capsys.readouterr().out.splitlines()[-1:] == run.metric_lines(result.metrics)
