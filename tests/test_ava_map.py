@@ -750,3 +750,24 @@ def test_fast_and_line_by_line_readers_agree(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert ava_csv._factorize_keys(fast, "gt.csv", "mmaction")[1] == ava_csv._factorize_keys(slow, "gt.csv",
                                                                                               "mmaction")[1]
+
+
+@pytest.mark.parametrize("high", [3, 2**16, 2**16 + 1, 2**40, 2**50])
+def test_stable_argsort_is_numpys_stable_argsort(high):
+    rng = np.random.default_rng(high % 1000)
+    for n in (0, 1, 7, 5000):
+        code = rng.integers(0, high, n)
+        np.testing.assert_array_equal(ava_order.stable_argsort(code), np.argsort(code, kind="stable"))
+    code = rng.integers(-5, 5, 300)  # negative codes: numpy's sort
+    np.testing.assert_array_equal(ava_order.stable_argsort(code), np.argsort(code, kind="stable"))
+
+
+@pytest.mark.parametrize("num_codes", [50, 10**9])  # counting table / binary search
+def test_group_spans(num_codes):
+    rng = np.random.default_rng(1)
+    sorted_codes = np.sort(rng.integers(0, 50, 400))
+    codes = np.r_[rng.integers(0, 60, 300), -1]
+    lo, n = ava_map._group_spans(sorted_codes, codes, max(num_codes, 60))
+    np.testing.assert_array_equal(n, np.where(codes >= 0, [(sorted_codes == c).sum() for c in codes], 0))
+    has = n > 0
+    np.testing.assert_array_equal(lo[has], np.searchsorted(sorted_codes, codes[has]))

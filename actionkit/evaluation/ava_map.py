@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -189,9 +190,7 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     has = d_gkey >= 0
     if nd and len(g_code):
         code = np.where(has, d_lab * nk + d_gkey, -1)
-        lo = np.searchsorted(g_code, code, "left")
-        hi = np.searchsorted(g_code, code, "right")
-        ng = np.where(has, hi - lo, 0)
+        lo, ng = _group_spans(g_code, code, (num_class + 1) * nk)
         di = np.flatnonzero(ng > 0)
         if len(di):
             cnt = ng[di]
@@ -214,11 +213,14 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     # ---- per-class AP
     ap = np.full(num_class, np.nan)
     cls_bounds = np.searchsorted(d_lab, np.arange(num_class + 2))
-    for c in range(1, num_class + 1):
-        if num_gt[c] == 0:
-            continue
+    classes = [c for c in range(1, num_class + 1) if num_gt[c] > 0]
+
+    def class_ap(c: int) -> float:
         a, z = cls_bounds[c], cls_bounds[c + 1]
-        ap[c - 1] = voc_average_precision(d_scores[a:z], tp[a:z], int(num_gt[c]))
+        return voc_average_precision(d_scores[a:z], tp[a:z], int(num_gt[c]))
+
+    for c, v in zip(classes, _map_threads(class_ap, classes, nd)):
+        ap[c - 1] = v
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean_ap = float(np.nanmean(ap)) if (~np.isnan(ap)).any() else float("nan")
@@ -228,6 +230,31 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
         vals = [per_class[c] for c in ids if lo_id <= c <= hi_id and not np.isnan(per_class[c])]
         groups[gname] = float(np.mean(vals)) if vals else float("nan")
     return FrameMAPResult(mean_ap, per_class, names, {c: int(num_gt[c]) for c in ids}, groups, mode, iou, stats)
+
+
+def _group_spans(sorted_codes: np.ndarray, codes: np.ndarray, num_codes: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``codes`` (-1: none), the start of its run in ``sorted_codes`` and the run's length (0 when
+    absent). ``num_codes`` bounds the codes; below a size limit a counting table answers instead of binary search."""
+    if num_codes <= max(1 << 23, 2 * (len(codes) + len(sorted_codes))):
+        counts = np.bincount(sorted_codes, minlength=num_codes)
+        starts = np.zeros(num_codes + 1, np.int64)
+        np.cumsum(counts, out=starts[1:])
+        valid = codes >= 0
+        safe = np.where(valid, codes, 0)
+        return starts[safe], np.where(valid, counts[safe], 0)
+    lo = np.searchsorted(sorted_codes, codes, "left")
+    hi = np.searchsorted(sorted_codes, codes, "right")
+    return lo, np.where(codes >= 0, hi - lo, 0)
+
+
+def _map_threads(fn, items: Sequence, work: int) -> list:
+    """``[fn(x) for x in items]``, on up to ``os.cpu_count()`` threads (at most 4) when ``work`` (rows) is large:
+    numpy's sorts and cumulative sums release the GIL. The results do not depend on the threads."""
+    workers = min(4, os.cpu_count() or 1, len(items))
+    if workers < 2 or work < 200_000:
+        return [fn(x) for x in items]
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def _check_iou(iou: float) -> None:

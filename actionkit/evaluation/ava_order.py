@@ -11,7 +11,33 @@ import numpy as np
 
 from ..data.ava_csv import AVARows
 
-__all__ = ["order_codes", "reference_order", "simulate_heaps", "tuple_codes"]
+__all__ = ["order_codes", "reference_order", "simulate_heaps", "stable_argsort", "tuple_codes"]
+
+
+def stable_argsort(code: np.ndarray) -> np.ndarray:
+    """``np.argsort(code, kind="stable")`` of an integer array, as a least-significant-digit radix sort.
+
+    Non-negative codes below 2**48 are sorted 16 bits at a time with numpy's stable sort of ``uint16`` (itself a
+    radix sort, linear time); other codes go to ``np.argsort(kind="stable")``. Either way the result is the unique
+    stable order (equal codes keep their index order).
+    """
+    code = np.asarray(code)
+    if len(code) == 0:
+        return np.zeros(0, np.intp)
+    lo, hi = int(code.min()), int(code.max())
+    if lo < 0 or hi >= 2**48:
+        return np.argsort(code, kind="stable")
+    order: np.ndarray | None = None
+    shift = 0
+    while True:
+        digits = code if order is None else code[order]
+        if shift:
+            digits = digits >> shift
+        step = np.argsort((digits & 0xFFFF).astype(np.uint16), kind="stable")
+        order = step if order is None else order[step]
+        shift += 16
+        if hi >> shift == 0:
+            return order
 
 
 def order_codes(x: np.ndarray) -> tuple[np.ndarray, int]:
@@ -142,7 +168,7 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
     kr = key_rank[rows.key[idx]]
     s_code, s_card = order_codes(rows.scores[idx])
     if (int(kr.max()) + 1) * s_card < 2**62:  # one stable sort of (key rank, descending score)
-        order = idx[np.argsort(kr * s_card + (s_card - 1 - s_code), kind="stable")]
+        order = idx[stable_argsort(kr * s_card + (s_card - 1 - s_code))]
     else:
         order = idx[np.lexsort((-rows.scores[idx], kr))]
     del s_code
@@ -175,7 +201,7 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
         in_tie = tie | np.r_[tie[1:], False]
         t_rows = np.flatnonzero(in_tie)
         code = run_id[t_rows] * (int(rows.labels.max()) + 1) + rows.labels[order[t_rows]]
-        srt = np.argsort(code, kind="stable")
+        srt = stable_argsort(code)
         c_s = code[srt]
         dup = np.flatnonzero(c_s[1:] == c_s[:-1])
         if len(dup):
@@ -210,7 +236,7 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
     pos_grp = np.repeat(grank, gend - gstart)
     in_sim = np.flatnonzero(pos_grp >= 0)
     seg_rows = order[in_sim]
-    seg_rows = seg_rows[np.argsort(pos_grp[in_sim] * (int(order.max()) + 1) + seg_rows, kind="stable")]
+    seg_rows = seg_rows[stable_argsort(pos_grp[in_sim] * (int(order.max()) + 1) + seg_rows)]
     code, s_code = tuple_codes(rows.scores[seg_rows], rows.labels[seg_rows], rows.boxes[seg_rows])
     H, sizes = simulate_heaps(code, s_code, cnts, capacity)
     # sorted(entries, key=-score): stable over the heap array order
