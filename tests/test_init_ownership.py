@@ -150,3 +150,10 @@ def test_nonlocal_blocks_get_their_own_init_under_a_pretrained_file(tmp_path) ->
     assert torch.all(nl.conv_out.bn.weight == 1)  # the layer's default value after construction
     bb.init_weights()
     assert torch.all(nl.conv_out.bn.weight == 0) and torch.all(nl.conv_out.bn.bias == 0)
+
+
+def test_lfb_infer_head_constructor_creates_no_directory(tmp_path) -> None:
+    """The bank directory appears when the bank is written, not when the model is built."""
+    prefix = tmp_path / "lfb"
+    MODELS.build(dict(type="LFBInferHead", lfb_prefix_path=str(prefix)), key="model.roi_head.shared_head")
+    assert not prefix.exists()

@@ -3,7 +3,6 @@ collects it under its ``img_key``; :meth:`LFBInferHead.write_bank` writes the Lo
 """
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -12,7 +11,6 @@ from torch import nn
 
 from ..data.feature_bank_writer import FeatureBankWriter
 from ..registry import MODELS
-from ..utils import get_dist_info
 from .fbo_head import _roi_keys, _spatial_pool, _temporal_pool
 
 __all__ = ["LFBInferHead", "write_lfb_banks"]
@@ -34,11 +32,7 @@ class LFBInferHead(nn.Module):
         self.pretrained = pretrained
         self.temporal_pool = _temporal_pool(temporal_pool_type)
         self.spatial_pool = _spatial_pool(spatial_pool_type)
-        self.writer = FeatureBankWriter(lfb_prefix_path, dataset_mode)
-        rank, _ = get_dist_info()
-        if rank == 0:
-            with contextlib.suppress(OSError):
-                Path(lfb_prefix_path).mkdir(parents=True, exist_ok=True)
+        self.writer = FeatureBankWriter(lfb_prefix_path, dataset_mode)  # creates lfb_prefix_path when it writes
 
     def init_weights(self, pretrained: str | None = None) -> None:
         pass
