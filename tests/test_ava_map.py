@@ -741,15 +741,15 @@ def test_fast_and_line_by_line_readers_agree(tmp_path):
         tail = "" if i % 3 == 0 else f",{int(rng.integers(0, 9))}"
         lines.append(f"{'vw'[i % 2]},{t:04d},{vals},{int(rng.integers(1, 81))}{tail}")
     data = ("\n".join(lines) + "\n").encode()
-    fast = ava_csv._parse_polars(data, (2, 7, 8))
-    slow = ava_csv._parse_python(data, "gt.csv", (2, 7, 8), "ground-truth")
-    assert fast is not None
-    for name in ("lineno", "ncol", "labels"):
-        np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
-    for a, b in zip(fast.boxes_scores(None), slow.boxes_scores(None)):
-        np.testing.assert_array_equal(a, b)
-    assert ava_csv._factorize_keys(fast, "gt.csv", "mmaction")[1] == ava_csv._factorize_keys(slow, "gt.csv",
-                                                                                              "mmaction")[1]
+    for mode in ("mmaction", "official"):
+        fast = ava_csv._parse_polars(data, ava_csv._GT_LAYOUT, mode)
+        slow, problem = ava_csv._parse_python(data, "gt.csv", ava_csv._GT_LAYOUT, mode)
+        assert fast is not None and problem is None
+        for name in ("lineno", "ncol", "labels", "key"):
+            np.testing.assert_array_equal(getattr(fast, name), getattr(slow, name))
+        for a, b in zip(fast.boxes_eighth(None, 1.0), slow.boxes_eighth(None, 1.0)):
+            np.testing.assert_array_equal(a, b)
+        assert fast.keys == slow.keys
 
 
 @pytest.mark.parametrize("high", [3, 2**16, 2**16 + 1, 2**40, 2**50])

@@ -1,4 +1,4 @@
-"""AVA data: annotation / exclusion parsers, ``AVADataset`` and ``SampleAVAFrames``.
+"""AVA data: ``AVADataset`` and ``SampleAVAFrames`` (the csv files are read by :mod:`.ava_csv`).
 
 Formats (AVA v2.1 / v2.2):
 
@@ -16,14 +16,21 @@ from __future__ import annotations
 import copy
 import logging
 import os
-from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from ..registry import DATASETS, PIPELINES, ConfigError
 from .annotations import UnreadableSkips, read_text_lines, resolve_under_prefix
-from .ava_csv import AVAFormatError, read_labelmap, results2csv
+from .ava_csv import (
+    AVAAnnotations,
+    AVAFormatError,
+    AVARow,
+    read_ava_annotations,
+    read_excluded_keyframes,
+    read_labelmap,
+    results2csv,
+)
 from .ava_proposals import load_proposals
 
 _LOG = logging.getLogger("actionkit")
@@ -32,44 +39,7 @@ _LOG = logging.getLogger("actionkit")
 __all__ = ["AVAFormatError", "AVARow", "read_ava_csv", "read_exclusions", "read_label_ids", "AVADataset",
            "SampleAVAFrames"]
 
-# ------------------------------------------------------------------------------------------------ csv parsers
-
-class AVARow(NamedTuple):
-    video_id: str
-    timestamp: int
-    box: tuple[float, float, float, float]   # x1, y1, x2, y2 normalized
-    action_id: int
-    person_id: int                           # -1 when the 7-column form has no person id
-    lineno: int
-
-
-def _parse_box(path: Path, lineno: int, fields: Sequence[str]) -> tuple[float, float, float, float]:
-    vals = []
-    for name, text in zip(("x1", "y1", "x2", "y2"), fields):
-        try:
-            v = float(text)
-        except ValueError:
-            raise AVAFormatError(f"{path}:{lineno}: box coordinate {name} is not a number: {text.strip()!r}") from None
-        if not np.isfinite(v):
-            raise AVAFormatError(f"{path}:{lineno}: box coordinate {name} is not finite: {text.strip()!r}")
-        if v < 0.0 or v > 1.0:
-            raise AVAFormatError(f"{path}:{lineno}: box coordinate {name}={v} is outside [0, 1] "
-                                 "(boxes must be normalized by the frame size)")
-        vals.append(v)
-    x1, y1, x2, y2 = vals
-    if x2 < x1:
-        raise AVAFormatError(f"{path}:{lineno}: box has x2 < x1 ({x2} < {x1})")
-    if y2 < y1:
-        raise AVAFormatError(f"{path}:{lineno}: box has y2 < y1 ({y2} < {y1})")
-    return x1, y1, x2, y2
-
-
-def _parse_int(path: Path, lineno: int, what: str, text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise AVAFormatError(f"{path}:{lineno}: {what} must be an integer, got {text.strip()!r}") from None
-
+# ------------------------------------------------------------------------------------------------ csv files
 
 def read_label_ids(label_file: str | os.PathLike) -> list[int]:
     """The class ids of a label map (pbtxt ``item``/``label`` blocks or ``N: name`` lines).
@@ -84,58 +54,21 @@ def read_label_ids(label_file: str | os.PathLike) -> list[int]:
 
 def read_ava_csv(path: str | os.PathLike, label_ids: Iterable[int] | str | os.PathLike | None = None,
                  max_action_id: int | None = None) -> list[AVARow]:
-    """Parse an AVA annotation csv into :class:`AVARow` s (file order).
+    """The rows of an AVA annotation csv as :class:`AVARow` s (file order), read by
+    :func:`actionkit.data.ava_csv.read_ava_annotations`.
 
     ``label_ids``: the admitted action ids (an iterable of ints, or a label-map path); a row with another id
     is an error. ``max_action_id``: the largest admitted id (ids must also be >= 1). Blank lines are skipped.
     """
-    path = Path(path)
     if label_ids is not None and isinstance(label_ids, (str, os.PathLike)):
         label_ids = read_label_ids(label_ids)
-    allowed = None if label_ids is None else set(int(i) for i in label_ids)
-    rows: list[AVARow] = []
-    for lineno, line in enumerate(read_text_lines(path, "AVA annotation csv", AVAFormatError), 1):
-        line = line.strip()
-        if not line:
-            continue
-        cols = line.split(",")
-        if len(cols) not in (7, 8):
-            raise AVAFormatError(
-                f"{path}:{lineno}: expected 7 or 8 comma-separated columns (video_id, timestamp, x1, y1, x2, y2, "
-                f"action_id[, person_id]), got {len(cols)}")
-        video_id = cols[0].strip()
-        if not video_id:
-            raise AVAFormatError(f"{path}:{lineno}: empty video id")
-        timestamp = _parse_int(path, lineno, "timestamp", cols[1])
-        box = _parse_box(path, lineno, cols[2:6])
-        action_id = _parse_int(path, lineno, "action id", cols[6])
-        if action_id < 1:
-            raise AVAFormatError(f"{path}:{lineno}: action id must be >= 1, got {action_id}")
-        if max_action_id is not None and action_id > max_action_id:
-            raise AVAFormatError(f"{path}:{lineno}: action id {action_id} is larger than {max_action_id} "
-                                 "(num_classes - 1)")
-        if allowed is not None and action_id not in allowed:
-            raise AVAFormatError(f"{path}:{lineno}: action id {action_id} is not in the label map")
-        person_id = _parse_int(path, lineno, "person id", cols[7]) if len(cols) == 8 else -1
-        rows.append(AVARow(video_id, timestamp, box, action_id, person_id, lineno))
-    return rows
+    return read_ava_annotations(path, label_ids, max_action_id).rows()
 
 
 def read_exclusions(path: str | os.PathLike | None) -> set[tuple[str, int]]:
-    """Excluded keyframes as a set of ``(video_id, timestamp)``; ``None`` gives an empty set."""
-    if path is None:
-        return set()
-    path = Path(path)
-    out: set[tuple[str, int]] = set()
-    for lineno, line in enumerate(read_text_lines(path, "excluded-timestamps csv", AVAFormatError), 1):
-        line = line.strip()
-        if not line:
-            continue
-        cols = line.split(",")
-        if len(cols) != 2:
-            raise AVAFormatError(f"{path}:{lineno}: expected 2 columns (video_id, timestamp), got {len(cols)}")
-        out.add((cols[0].strip(), _parse_int(path, lineno, "timestamp", cols[1])))
-    return out
+    """Excluded keyframes as a set of ``(video_id, timestamp)``; ``None`` gives an empty set
+    (:func:`actionkit.data.ava_csv.read_excluded_keyframes`)."""
+    return read_excluded_keyframes(path)
 
 
 # ------------------------------------------------------------------------------------------------ pipeline op
@@ -277,55 +210,66 @@ class AVADataset:
     # -- annotations
     def load_annotations(self) -> list[dict]:
         max_id = None if self.custom_classes is not None else self.num_classes - 1
-        rows = read_ava_csv(self.ann_file, max_action_id=max_id)
+        ann = read_ava_annotations(self.ann_file, max_action_id=max_id)
+        self._check_on_timeline(ann)
+        labels = ann.labels
+        keep = np.ones(len(ann), bool)
+        if self.custom_classes is not None:
+            custom = np.array(self.custom_classes[1:], np.int64)
+            keep = np.isin(labels, custom)
+            position = {c: i for i, c in enumerate(self.custom_classes)}
+            labels = np.array([position.get(int(a), 0) for a in labels.tolist()], np.int64)
+        rows = np.flatnonzero(keep)
+        # keyframes in the order of their first kept row; each keyframe's rows in file order
+        group_of_row = ann.key[rows]
+        first = np.full(len(ann.keys), len(rows), np.int64)
+        np.minimum.at(first, group_of_row, np.arange(len(rows)))
+        groups = np.flatnonzero(first < len(rows))
+        groups = groups[np.argsort(first[groups], kind="stable")]
+        rank = np.empty(len(ann.keys), np.int64)
+        rank[groups] = np.arange(len(groups))
+        rows = rows[np.argsort(rank[group_of_row], kind="stable")]
+        bounds = np.searchsorted(rank[ann.key[rows]], np.arange(len(groups) + 1))
+        vids, timestamps = ann.key_parts()
         shot_info = (0, (self.timestamp_end - self.timestamp_start) * self.fps)
-        groups: dict[str, list[tuple[np.ndarray, int, int]]] = {}
-        first_line: dict[str, int] = {}
-        for r in rows:
-            self._check_on_timeline(r)
-            label = r.action_id
-            if self.custom_classes is not None:
-                if label not in self.custom_classes:
-                    continue
-                label = self.custom_classes.index(label)
-            img_key = f"{r.video_id},{r.timestamp:04d}"
-            groups.setdefault(img_key, []).append((np.array(r.box, dtype=np.float64), label, r.person_id))
-            first_line.setdefault(img_key, r.lineno)
+        boxes, persons, linenos = ann.boxes.tolist(), ann.person_ids.tolist(), ann.lineno.tolist()
+        labels_l = labels.tolist()
         infos = []
-        for img_key, records in groups.items():
-            video_id, ts = img_key.rsplit(",", 1)
+        for g, a, z in zip(groups.tolist(), bounds[:-1].tolist(), bounds[1:].tolist()):
+            records = [(boxes[r], labels_l[r], persons[r]) for r in rows[a:z].tolist()]
             gt_bboxes, gt_labels, entity_ids = self._parse_img_record(records)
-            frame_dir = resolve_under_prefix(self.data_prefix, video_id + (self.video_suffix or ""),
-                                             self.ann_file, first_line[img_key])
-            infos.append(dict(frame_dir=frame_dir, video_id=video_id, timestamp=int(ts), img_key=img_key,
-                              shot_info=shot_info, fps=self.fps,
+            frame_dir = resolve_under_prefix(self.data_prefix, vids[g] + (self.video_suffix or ""),
+                                             self.ann_file, linenos[rows[a]])
+            infos.append(dict(frame_dir=frame_dir, video_id=vids[g], timestamp=int(timestamps[g]),
+                              img_key=ann.keys[g], shot_info=shot_info, fps=self.fps,
                               ann=dict(gt_bboxes=gt_bboxes, gt_labels=gt_labels, entity_ids=entity_ids)))
         return infos
 
-    def _check_on_timeline(self, row: AVARow) -> None:
+    def _check_on_timeline(self, ann: AVAAnnotations) -> None:
         """Refuse a row whose keyframe is not on ``timestamp_start <= t < timestamp_end`` (``<file>:<line>``)."""
-        if not self.timestamp_start <= row.timestamp < self.timestamp_end:
+        ts = ann.timestamps
+        off = (ts < self.timestamp_start) | (ts >= self.timestamp_end)
+        if off.any():
+            i = int(np.argmax(off))
             raise AVAFormatError(
-                f"{self.ann_file}:{row.lineno}: timestamp {row.timestamp} is outside the timeline "
+                f"{self.ann_file}:{ann.lineno[i]}: timestamp {ts[i]} is outside the timeline "
                 f"[{self.timestamp_start}, {self.timestamp_end}) of the dataset (set timestamp_start / "
                 "timestamp_end to the span of the videos)")
 
-    def _parse_img_record(self, records: list[tuple[np.ndarray, int, int]]):
-        bboxes, labels, entity_ids = [], [], []
-        remaining = list(records)
-        while remaining:
-            box = remaining[0][0]
-            same = [r for r in remaining if np.array_equal(r[0], box)]
-            remaining = [r for r in remaining if not np.array_equal(r[0], box)]
-            label = np.zeros(self.num_classes, dtype=np.float32)
-            label[[r[1] for r in same]] = 1.0
-            bboxes.append(box)
-            labels.append(label)
-            entity_ids.append(same[0][2])
-        return np.stack(bboxes), np.stack(labels), np.array(entity_ids, dtype=np.int64)
+    def _parse_img_record(self, records: list[tuple[list[float], int, int]]):
+        """One GT per distinct box (exactly equal boxes merged, first-appearance order): the box, the multi-hot
+        label of its rows and the person id of its first row."""
+        merged: dict[tuple[float, ...], tuple[list[int], int]] = {}
+        for box, label, person in records:
+            merged.setdefault(tuple(box), ([], person))[0].append(label)
+        labels = np.zeros((len(merged), self.num_classes), dtype=np.float32)
+        for i, (ids, _) in enumerate(merged.values()):
+            labels[i, ids] = 1.0
+        return (np.array(list(merged), dtype=np.float64).reshape(-1, 4), labels,
+                np.array([p for _, p in merged.values()], dtype=np.int64))
 
     def _filter_excluded(self, infos: list[dict]) -> list[dict]:
-        excluded = read_exclusions(self.exclude_file)
+        excluded = read_excluded_keyframes(self.exclude_file)
         if not excluded:
             return infos
         return [v for v in infos if (v["video_id"], v["timestamp"]) not in excluded]

@@ -13,14 +13,15 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
 from actionkit.utils import atomic_write
 
-__all__ = ["AVAFormatError", "AVARows", "MODES", "format_result_rows", "make_image_key", "read_ava_csv",
-           "read_exclusions", "read_labelmap", "results2csv"]
+__all__ = ["AVAAnnotations", "AVAFormatError", "AVARow", "AVARows", "MODES", "format_result_rows", "make_image_key",
+           "read_ava_annotations", "read_ava_csv", "read_excluded_keyframes", "read_exclusions", "read_labelmap",
+           "results2csv"]
 
 MODES = ("mmaction", "official")
 
@@ -115,6 +116,7 @@ def _read_text_labelmap(path: Path, lines: list[str]) -> tuple[list[dict], list[
 # ---------------------------------------------------------------------------------------------------------------------
 _COLUMNS = ("video_id", "timestamp", "x1", "y1", "x2", "y2", "action_id", "score")
 _BOX_NAMES = ("x1", "y1", "x2", "y2")
+_INT64 = (-(2**63), 2**63)
 
 
 def make_image_key(vid: str, ts, mode: str) -> str:
@@ -122,6 +124,37 @@ def make_image_key(vid: str, ts, mode: str) -> str:
     if mode == "official":
         return "%s,%.6f" % (vid, decimal.Decimal(ts) if isinstance(ts, str) else ts)
     return "%s,%04d" % (vid, int(ts))
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One kind of AVA csv: the column counts it admits, what its 8th column holds and how its errors are worded.
+
+    The evaluator's files (ground truth, detections) and the dataset's annotation csv share one reader; their
+    messages keep the wording each has always had (both name the file and the line).
+    """
+
+    widths: tuple[int, ...]          # admitted comma-separated column counts (2: a keyframe listed without boxes)
+    eighth: str                      # the 8th column's name in messages
+    eighth_integer: bool             # integers (person ids) rather than numbers (scores)
+    eighth_default: float            # the value of rows without an 8th column
+    strip: bool                      # white space around a line and around each field is ignored
+    text_name: str | None            # the file's name in encoding / missing-file errors (None: the evaluator's)
+    columns_error: str               # a wrong column count; format fields {n} (columns) and {line} (the text)
+    box_error: str                   # a box coordinate that is not a number; format fields {name}, {text}
+    box_label: str                   # prefix of a box coordinate's name in the other messages
+
+
+_GT_LAYOUT = _Layout((2, 7, 8), "8th column (person id / score)", False, 1.0, False, None,
+                     "ground-truth rows need 2 or 7 or 8 comma-separated columns, got {n}: {line!r}",
+                     "{name} must be a number, got {text!r}", "")
+_DET_LAYOUT = _Layout((2, 8), "score", False, 1.0, False, None,
+                      "detection rows need 2 or 8 comma-separated columns, got {n}: {line!r}",
+                      "{name} must be a number, got {text!r}", "")
+_ANNOTATION_LAYOUT = _Layout((7, 8), "person id", True, -1, True, "AVA annotation csv",
+                             "expected 7 or 8 comma-separated columns (video_id, timestamp, x1, y1, x2, y2, "
+                             "action_id[, person_id]), got {n}",
+                             "box coordinate {name} is not a number: {text!r}", "box coordinate ")
 
 
 @dataclass
@@ -149,39 +182,79 @@ class AVARows:
         return len(self.key)
 
 
+class AVARow(NamedTuple):
+    """One row of an AVA annotation csv, as the dataset reads it."""
+
+    video_id: str
+    timestamp: int
+    box: tuple[float, float, float, float]   # x1, y1, x2, y2 normalized
+    action_id: int
+    person_id: int                           # -1 when the 7-column form has no person id
+    lineno: int
+
+
+@dataclass
+class AVAAnnotations:
+    """The rows of an AVA annotation csv (``AVADataset``'s ``ann_file``), column arrays in file order."""
+
+    path: str
+    keys: list[str]                 # image keys ``'%s,%04d' % (video_id, timestamp)``, first-appearance order
+    key: np.ndarray                 # [n] int64 index into ``keys``
+    boxes: np.ndarray               # [n, 4] float64 x1, y1, x2, y2 in [0, 1], x1 <= x2, y1 <= y2
+    labels: np.ndarray              # [n] int64 action ids
+    person_ids: np.ndarray          # [n] int64 (-1 for 7-column rows)
+    lineno: np.ndarray              # [n] int64 1-based line numbers
+
+    def __len__(self) -> int:
+        return len(self.key)
+
+    def key_parts(self) -> tuple[list[str], np.ndarray]:
+        """Per image key: the video id and the integer timestamp."""
+        parts = [k.rsplit(",", 1) for k in self.keys]
+        return [p[0] for p in parts], np.array([int(p[1]) for p in parts], np.int64).reshape(-1)
+
+    @property
+    def timestamps(self) -> np.ndarray:
+        """[n] int64 timestamp of each row."""
+        return self.key_parts()[1][self.key]
+
+    def rows(self) -> list[AVARow]:
+        """The rows as :class:`AVARow` tuples (file order)."""
+        vids, ts = self.key_parts()
+        return [AVARow(vids[k], int(ts[k]), tuple(b), a, p, ln) for k, b, a, p, ln in
+                zip(self.key.tolist(), self.boxes.tolist(), self.labels.tolist(), self.person_ids.tolist(),
+                    self.lineno.tolist())]
+
+
 @dataclass
 class _RawRows:
-    """Parsed rows of every non-blank line. The polars path keeps the numeric columns in ``frame`` and converts only
-    the rows that survive the filters (:meth:`boxes_scores`); the Python path holds numpy arrays."""
+    """The parsed non-blank rows of a csv, either path: line numbers, column counts, action ids and image keys;
+    the polars path keeps the numeric columns in ``frame`` and converts only the rows that survive the filters
+    (:meth:`boxes_eighth`), the Python path holds numpy arrays."""
 
-    vids: list[str] | None          # per row (Python path) or None (polars path: ``frame`` holds them)
-    ts: list[str] | None
-    frame: object                   # polars DataFrame of the rows (all columns), or None
     lineno: np.ndarray              # [m] 1-based line numbers
     ncol: np.ndarray                # [m] 2, 7 or 8
     labels: np.ndarray              # [m] action ids (0 on 2-column rows)
+    key: np.ndarray                 # [m] index into ``keys``
+    keys: list[str]                 # image keys, first-appearance order
+    frame: object = None            # polars DataFrame of the rows (fast path)
     boxes: np.ndarray | None = None   # [m, 4] (Python path; NaN on 2-column rows)
-    scores: np.ndarray | None = None  # [m] (Python path; 1.0 where there is no 8th column)
+    eighth: np.ndarray | None = None  # [m] (Python path; the layout's default where there is no 8th column)
 
-    def boxes_scores(self, rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Boxes ``[k, 4]`` and scores ``[k]`` of ``rows`` (indices; ``None`` for all rows)."""
+    def boxes_eighth(self, rows: np.ndarray | None, default: float) -> tuple[np.ndarray, np.ndarray]:
+        """Boxes ``[k, 4]`` float64 and the 8th column ``[k]`` of ``rows`` (ascending indices; ``None``: all rows)."""
         if self.frame is None:
-            return ((self.boxes, self.scores) if rows is None else (self.boxes[rows], self.scores[rows]))
+            return ((self.boxes, self.eighth) if rows is None else (self.boxes[rows], self.eighth[rows]))
         df = self.frame.select(*_BOX_NAMES, "score")  # the numeric columns only: gathering strings is slow
         if rows is not None:
-            df = df[rows]
+            import polars as pl
+
+            mask = np.zeros(len(self.lineno), bool)
+            mask[rows] = True
+            df = df.filter(pl.Series(mask))
         boxes = df.select(_BOX_NAMES).to_numpy().astype(np.float64, copy=False)
-        scores = df["score"].fill_null(1.0).to_numpy().astype(np.float64, copy=False)
-        return boxes, scores
-
-    def all_finite(self) -> bool:
-        if self.frame is None:
-            box_rows = self.ncol >= 7
-            return bool(np.isfinite(self.boxes[box_rows]).all() and np.isfinite(self.scores).all())
-        import polars as pl
-
-        # nulls (the missing columns of 2- and 7-column rows) are not counted by all()
-        return all(self.frame.select([pl.col(c).is_finite().all() for c in (*_BOX_NAMES, "score")]).row(0))
+        eighth = df["score"].fill_null(default).to_numpy()
+        return boxes, eighth
 
 
 def _read_bytes(path: str) -> bytes:
@@ -192,10 +265,32 @@ def _read_bytes(path: str) -> bytes:
         raise AVAFormatError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
-def _parse_polars(source: str | bytes, allowed: tuple[int, ...], mode: str = "mmaction") -> _RawRows | None:
+def _text_lines(path: str, data: bytes | None, text_name: str | None) -> list[str]:
+    """The lines of a csv as an editor numbers them (``\\n``, ``\\r\\n`` or ``\\r`` end a line; a UTF-8 byte-order
+    mark is dropped). Bytes that are not UTF-8 raise naming the file and line, in the wording of ``text_name``'s
+    reader (:func:`actionkit.data.annotations.read_text_lines`) or, for ``None``, the evaluator's."""
+    if text_name is not None and data is None:
+        from .annotations import read_text_lines
+
+        return read_text_lines(path, text_name, AVAFormatError)
+    if data is None:
+        data = _read_bytes(path)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = len(data[:e.start].replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n"))
+        raise AVAFormatError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _parse_polars(source: str | bytes, layout: _Layout, mode: str = "mmaction") -> _RawRows | None:
     """The fast path (``source``: a file path or the bytes); ``None`` when the file is irregular in any way (the
     Python reader then finds the line). Timestamps are parsed as the mode's keys use them: integers for
-    MMAction2's ``%04d``, floats for the official ``%.6f``."""
+    MMAction2's ``%04d``, floats for the official ``%.6f``. Video ids are read as categorical codes, so that the
+    image keys are formed once per distinct keyframe."""
     import polars as pl
 
     ts_type = pl.Float64 if mode == "official" else pl.Int64
@@ -203,8 +298,9 @@ def _parse_polars(source: str | bytes, allowed: tuple[int, ...], mode: str = "mm
         df = pl.read_csv(
             io.BytesIO(source) if isinstance(source, bytes) else source, has_header=False,
             new_columns=list(_COLUMNS), quote_char=None, missing_columns="insert",
-            schema_overrides={"video_id": pl.String, "timestamp": ts_type, "x1": pl.Float64, "y1": pl.Float64,
-                              "x2": pl.Float64, "y2": pl.Float64, "action_id": pl.Int64, "score": pl.Float64})
+            schema_overrides={"video_id": pl.Categorical, "timestamp": ts_type, "x1": pl.Float64,
+                              "y1": pl.Float64, "x2": pl.Float64, "y2": pl.Float64, "action_id": pl.Int64,
+                              "score": pl.Int64 if layout.eighth_integer else pl.Float64})
     except Exception:  # noqa: BLE001 - any parse problem: the Python reader names the line
         return None
     if df.width != len(_COLUMNS):
@@ -214,14 +310,24 @@ def _parse_polars(source: str | bytes, allowed: tuple[int, ...], mode: str = "mm
     if not any(null_counts) or (not any(null_counts[:-1]) and null_counts[-1] == n):
         # the usual files: every row has 8 columns (detections) or every row 7 (ground truth)
         width = 8 if not any(null_counts) else 7
-        if width not in allowed:
+        if width not in layout.widths:
             return None
-        return _raw_from_frame(df, np.full(n, width, np.int64), np.arange(1, n + 1, dtype=np.int64))
-    ncol, blank = _column_counts(df)
-    if ncol is None or not set(np.unique(ncol[~blank]).tolist()) <= set(allowed):
+        ncol, lineno = np.full(n, width, np.int64), np.arange(1, n + 1, dtype=np.int64)
+    else:
+        ncol, blank = _column_counts(df)
+        if ncol is None or not set(np.unique(ncol[~blank]).tolist()) <= set(layout.widths):
+            return None
+        keep = np.flatnonzero(~blank)
+        df, ncol, lineno = df[keep], ncol[keep], keep.astype(np.int64) + 1
+    floats = [*_BOX_NAMES] if layout.eighth_integer else [*_BOX_NAMES, "score"]
+    # nulls (the missing columns of 2- and 7-column rows) are not counted by all()
+    if not all(df.select([pl.col(c).is_finite().all() for c in floats]).row(0)):
         return None
-    keep = np.flatnonzero(~blank)
-    return _raw_from_frame(df[keep], ncol[keep], keep.astype(np.int64) + 1)
+    keyed = _frame_keys(df, layout, mode)
+    if keyed is None:
+        return None
+    labels = df["action_id"].fill_null(0).to_numpy().astype(np.int64, copy=False)
+    return _RawRows(lineno, ncol, labels, keyed[0], keyed[1], frame=df)
 
 
 def _column_counts(df) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -245,111 +351,151 @@ def _column_counts(df) -> tuple[np.ndarray | None, np.ndarray | None]:
     return ncol.astype(np.int64), blank
 
 
-def _raw_from_frame(df, ncol: np.ndarray, lineno: np.ndarray) -> _RawRows | None:
+def _frame_keys(df, layout: _Layout, mode: str) -> tuple[np.ndarray, list[str]] | None:
+    """Each row's index into the image keys (first-appearance order) from the categorical video codes and the
+    timestamps: only the distinct ``(video, timestamp)`` pairs are formatted in Python. ``None`` for a video id that
+    the Python reader reads otherwise (empty, surrounded by white space where the layout strips it, or holding a
+    carriage return, which ends a line there)."""
     import polars as pl
 
-    if df.select((pl.col("video_id").str.len_bytes() == 0).any()).item():
-        return None
-    labels = df["action_id"].fill_null(0).to_numpy().astype(np.int64, copy=False)
-    return _RawRows(None, None, df, lineno, ncol, labels)
+    n = len(df)
+    if n == 0:
+        return np.zeros(0, np.int64), []
+    vc = df["video_id"].to_physical().to_numpy()
+    ts = df["timestamp"].to_numpy()
+    head = np.empty(n, bool)
+    head[0] = True
+    np.not_equal(vc[1:], vc[:-1], out=head[1:])
+    head[1:] |= ts[1:] != ts[:-1]
+    head_rows = np.flatnonzero(head)            # first row of each run of one keyframe (the usual layout)
+    _, t_code = np.unique(ts[head_rows], return_inverse=True)
+    pair = vc[head_rows].astype(np.int64) * (int(t_code.max()) + 1) + t_code.reshape(-1)
+    _, first, pair_of_head = np.unique(pair, return_index=True, return_inverse=True)
+    by_first = np.argsort(first)                # distinct pairs in first-appearance order
+    rank = np.empty(len(first), np.int64)
+    rank[by_first] = np.arange(len(first))
+    rows = head_rows[first[by_first]]
+    vids = df["video_id"].gather(rows).cast(pl.String).to_list()
+    official = mode == "official"
+    key_index: dict[str, int] = {}
+    setdefault = key_index.setdefault
+    key_of_pair = []
+    for vid, t in zip(vids, ts[rows].tolist()):  # the key formats of make_image_key, inlined
+        if layout.strip:
+            vid = vid.strip()
+        if not vid or "\r" in vid:
+            return None
+        k = "%s,%.6f" % (vid, t) if official else "%s,%04d" % (vid, t)
+        key_of_pair.append(setdefault(k, len(key_index)))
+    key_of_head = np.asarray(key_of_pair, np.int64)[rank[pair_of_head.reshape(-1)]]
+    return key_of_head[np.cumsum(head) - 1], list(key_index)
 
 
-def _parse_python(data: bytes, path: str, allowed: tuple[int, ...], what: str) -> _RawRows:
-    """The reference path: one line at a time with Python's ``float`` / ``int``; raises at the first bad line."""
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise AVAFormatError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    vids, ts, lineno, ncols, boxes, labels, scores = [], [], [], [], [], [], []
-    for i, line in enumerate(text.split("\n"), 1):
-        line = line[:-1] if line.endswith("\r") else line
+def _parse_python(data: bytes | None, path: str, layout: _Layout,
+                  mode: str = "mmaction") -> tuple[_RawRows, tuple[int, str] | None]:
+    """The reference path: one line at a time with Python's ``float`` / ``int``. Stops at the first bad line and
+    returns the rows before it with that line's ``(lineno, message)``, so that the caller reports whichever bad
+    line comes first (a malformed field here, or a value its own checks refuse in an earlier row)."""
+    lines = _text_lines(path, data, layout.text_name)
+    official = mode == "official"
+    key_index: dict[str, int] = {}
+    key_of_text: dict[tuple[str, str], int] = {}
+    lineno, ncols, keys, boxes, labels, eighth = [], [], [], [], [], []
+    pending = None
+    for i, line in enumerate(lines, 1):
+        if layout.strip:
+            line = line.strip()
         if not line:
             continue
         cols = line.split(",")
-        n = len(cols)
-        if n not in allowed:
-            raise AVAFormatError(f"{path}:{i}: {what} rows need {' or '.join(map(str, allowed))} comma-separated "
-                                 f"columns, got {n}: {line[:200]!r}")
-        if not cols[0]:
-            raise AVAFormatError(f"{path}:{i}: empty video id")
-        vals = [float("nan")] * 4
-        label, score = 0, 1.0
-        if n >= 7:
-            vals = [_number(path, i, cols[2 + j], _BOX_NAMES[j], integer=False) for j in range(4)]
-            label = int(_number(path, i, cols[6], "action id", integer=True))
-            if n == 8:
-                score = _number(path, i, cols[7], "score" if what == "detection" else "8th column (person id / score)",
-                                integer=False)
-        vids.append(cols[0])
-        ts.append(cols[1])
+        if layout.strip:
+            cols = [c.strip() for c in cols]
+        try:
+            row = _parse_row(cols, line, layout, official)
+        except _RowError as e:
+            pending = (i, str(e))
+            break
+        k = key_of_text.get((cols[0], cols[1]))
+        if k is None:
+            k = key_of_text[cols[0], cols[1]] = key_index.setdefault(
+                "%s,%.6f" % (cols[0], row[0]) if official else "%s,%04d" % (cols[0], row[0]), len(key_index))
         lineno.append(i)
-        ncols.append(n)
-        boxes.append(vals)
-        labels.append(label)
-        scores.append(score)
-    return _RawRows(vids, ts, None, np.array(lineno, np.int64), np.array(ncols, np.int64),
-                    np.array(labels, np.int64), np.array(boxes, np.float64).reshape(-1, 4),
-                    np.array(scores, np.float64))
+        ncols.append(len(cols))
+        keys.append(k)
+        boxes.append(row[1])
+        labels.append(row[2])
+        eighth.append(row[3])
+    raw = _RawRows(np.array(lineno, np.int64), np.array(ncols, np.int64), np.array(labels, np.int64),
+                   np.array(keys, np.int64), list(key_index), None, np.array(boxes, np.float64).reshape(-1, 4),
+                   np.array(eighth, np.int64 if layout.eighth_integer else np.float64))
+    return raw, pending
 
 
-def _number(path: str, lineno: int, text: str, name: str, integer: bool) -> float:
+class _RowError(Exception):
+    """A malformed field (the message, without file and line)."""
+
+
+def _parse_row(cols: list[str], line: str, layout: _Layout, official: bool) -> tuple:
+    """``(timestamp, box, action id, 8th column)`` of one row's fields; raises :class:`_RowError`."""
+    n = len(cols)
+    if n not in layout.widths:
+        raise _RowError(layout.columns_error.format(n=n, line=line[:200]))
+    if not cols[0]:
+        raise _RowError("empty video id")
+    ts = _field(cols[1], "timestamp", integer=not official)
+    box = [float("nan")] * 4
+    label, eighth = 0, layout.eighth_default
+    if n >= 7:
+        box = [_field(cols[2 + j], _BOX_NAMES[j], False, layout) for j in range(4)]
+        label = _field(cols[6], "action id", integer=True)
+        if n == 8:
+            eighth = _field(cols[7], layout.eighth, integer=layout.eighth_integer)
+    return ts, box, label, eighth
+
+
+def _field(text: str, name: str, integer: bool, box_layout: _Layout | None = None) -> float | int:
+    """A number field as Python reads it (``int`` / ``float``); a box coordinate's messages follow its layout."""
+    label = name if box_layout is None else box_layout.box_label + name
     if not text:
-        raise AVAFormatError(f"{path}:{lineno}: empty {name} field")
+        raise _RowError(f"empty {label} field")
     try:
-        v = float(int(text)) if integer else float(text)
+        v = int(text) if integer else float(text)
     except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise AVAFormatError(f"{path}:{lineno}: {name} must be {kind}, got {text!r}") from None
-    if not np.isfinite(v):
-        raise AVAFormatError(f"{path}:{lineno}: {name} is not finite: {text!r}")
+        if box_layout is not None:
+            raise _RowError(box_layout.box_error.format(name=name, text=text)) from None
+        raise _RowError(f"{name} must be {'an integer' if integer else 'a number'}, got {text!r}") from None
+    if integer:
+        if not _INT64[0] <= v < _INT64[1]:
+            raise _RowError(f"{name} is out of the 64-bit integer range: {text!r}")
+    elif name != "timestamp" and not np.isfinite(v):
+        raise _RowError(f"{label} is not finite: {text!r}")
     return v
 
 
-def _factorize_keys(raw: _RawRows, path: str, mode: str) -> tuple[np.ndarray, list[str]]:
-    """Each row's index into the image keys (first-appearance order). Consecutive rows of one keyframe (the usual
-    layout) collapse to one run first, so only the distinct ``video_id,timestamp`` texts are formatted in Python."""
-    m = len(raw.lineno)
-    if m == 0:
-        return np.zeros(0, np.int64), []
-    if raw.frame is not None:
-        import polars as pl
+def _read_raw(path: str, data: bytes | None, layout: _Layout, mode: str) -> tuple[_RawRows, tuple[int, str] | None]:
+    """The rows of a csv through the polars fast path, or the Python reader for anything irregular."""
+    if data is None and not os.path.isfile(path):
+        _text_lines(path, None, layout.text_name)  # the error names the file
+    raw = _parse_polars(path if data is None else data, layout, mode)
+    if raw is not None:
+        return raw, None
+    return _parse_python(data, path, layout, mode)
 
-        df = raw.frame
-        changed = ((pl.col("video_id") != pl.col("video_id").shift(1))
-                   | (pl.col("timestamp") != pl.col("timestamp").shift(1)))
-        head = df.select(changed.fill_null(True)).to_series().to_numpy()
-        head_rows = np.flatnonzero(head)
-        heads = df[head_rows].with_columns(pl.Series("row", head_rows))
-        distinct = heads.unique(subset=["video_id", "timestamp"], keep="first", maintain_order=True)
-        numbered = distinct.with_row_index("distinct").select("video_id", "timestamp", "distinct")
-        text_of_head = heads.join(numbered, on=["video_id", "timestamp"], how="left",
-                                  maintain_order="left")["distinct"].to_numpy()
-        pairs = zip(distinct["video_id"].to_list(), distinct["timestamp"].to_list(), distinct["row"].to_list())
-    else:
-        vids, ts = raw.vids, raw.ts
-        head = np.ones(m, bool)
-        head[1:] = [(vids[i] != vids[i - 1]) or (ts[i] != ts[i - 1]) for i in range(1, m)]
-        head_rows = np.flatnonzero(head)
-        index: dict[tuple[str, str], int] = {}
-        text_of_head = np.array([index.setdefault((vids[r], ts[r]), len(index)) for r in head_rows.tolist()], np.int64)
-        first_row: dict[int, int] = {}
-        for r, d in zip(head_rows.tolist(), text_of_head.tolist()):
-            first_row.setdefault(d, r)
-        pairs = ((v, t, first_row[d]) for (v, t), d in index.items())
-    key_index: dict[str, int] = {}
-    key_of_text = []
-    official = mode == "official"
-    setdefault = key_index.setdefault
-    for vid, t, row in pairs:  # the key formats of make_image_key, inlined (one call per distinct keyframe)
-        try:
-            k = "%s,%.6f" % (vid, float(t)) if official else "%s,%04d" % (vid, int(t))
-        except ValueError:
-            kind = "a number" if official else "an integer"
-            raise AVAFormatError(f"{path}:{raw.lineno[row]}: timestamp must be {kind}, got {t!r}") from None
-        key_of_text.append(setdefault(k, len(key_index)))
-    run = np.cumsum(head) - 1
-    return np.asarray(key_of_text, np.int64)[np.asarray(text_of_head, np.int64)][run], list(key_index)
+
+def _raise_first(path: str, candidates: Iterable[tuple[int, str] | None]) -> None:
+    """Raise the problem of the earliest line (the first listed among those of one line), if any."""
+    found = [c for c in candidates if c is not None]
+    if found:
+        lineno, message = min(found, key=lambda c: c[0])
+        raise AVAFormatError(f"{path}:{lineno}: {message}")
+
+
+def _first(mask: np.ndarray, lineno: np.ndarray, message) -> tuple[int, str] | None:
+    """``(line, message(i))`` of the first row ``i`` where ``mask`` holds."""
+    if not mask.any():
+        return None
+    i = int(np.argmax(mask))
+    return int(lineno[i]), message(i)
 
 
 def read_ava_csv(path: str | os.PathLike, kind: str = "gt", mode: str = "mmaction",
@@ -362,8 +508,8 @@ def read_ava_csv(path: str | os.PathLike, kind: str = "gt", mode: str = "mmactio
     that the official script evaluates are accepted and counted in the returned :class:`AVARows`: boxes with
     ``x2 < x1`` / ``y2 < y1`` (the evaluator drops them), coordinates or scores outside [0, 1], duplicated rows.
     Rows whose action id is not in ``class_whitelist`` are skipped and counted (``unknown_class='skip'``, the
-    reference behaviour) or rejected (``'error'``). Every error names the file and the line. ``data`` reads these
-    bytes instead of the file.
+    reference behaviour) or rejected (``'error'``). Every error names the file and the line (the first bad line).
+    ``data`` reads these bytes instead of the file.
     """
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -372,66 +518,56 @@ def read_ava_csv(path: str | os.PathLike, kind: str = "gt", mode: str = "mmactio
     if unknown_class not in ("skip", "error"):
         raise ValueError(f"unknown_class must be 'skip' or 'error', got {unknown_class!r}")
     path = str(path)
-    allowed = (2, 7, 8) if kind == "gt" else (2, 8)
-    what = "ground-truth" if kind == "gt" else "detection"
-    if data is None and not os.path.isfile(path):
-        _read_bytes(path)  # the error names the file
-    raw = _parse_polars(path if data is None else data, allowed, mode)
-    if raw is None or not raw.all_finite():
-        raw = _parse_python(_read_bytes(path) if data is None else data, path, allowed, what)
-    key_idx, keys = _factorize_keys(raw, path, mode)
+    raw, pending = _read_raw(path, data, _GT_LAYOUT if kind == "gt" else _DET_LAYOUT, mode)
     keep = raw.ncol >= 7
     num_empty = int(len(keep) - keep.sum())
-    labels = raw.labels
-    box_labels = labels[keep] if num_empty else labels
-    if len(box_labels) and box_labels.min() < 1:
-        i = int(np.flatnonzero(keep & (labels < 1))[0])
-        raise AVAFormatError(f"{path}:{raw.lineno[i]}: action id must be >= 1, got {labels[i]}")
+    labels, lineno = raw.labels, raw.lineno
+    problems = [pending, _first(keep & (labels < 1), lineno, lambda i: f"action id must be >= 1, got {labels[i]}")]
     skipped: dict[int, int] = {}
-    if class_whitelist is not None and len(box_labels):
-        wl = np.zeros(max(int(box_labels.max()), max(class_whitelist, default=0)) + 1, bool)
+    if class_whitelist is not None and len(labels):
+        wl = np.zeros(max(int(labels.max()), max(class_whitelist, default=0)) + 1, bool)
         wl[[int(c) for c in class_whitelist]] = True
-        listed = wl[labels]
-        if not listed[keep].all():
-            unlisted = keep & ~listed
+        unlisted = keep & ~wl[np.maximum(labels, 0)]
+        if unlisted.any():
             if unknown_class == "error":
-                i = int(np.flatnonzero(unlisted)[0])
-                raise AVAFormatError(f"{path}:{raw.lineno[i]}: action id {labels[i]} is not in the label map")
-            cnt = np.bincount(labels[unlisted])
-            skipped = {int(i): int(cnt[i]) for i in np.flatnonzero(cnt)}
-            keep &= listed
+                problems.append(_first(unlisted & (labels >= 1), lineno,
+                                       lambda i: f"action id {labels[i]} is not in the label map"))
+            else:
+                cnt = np.bincount(labels[unlisted & (labels >= 1)])
+                skipped = {int(i): int(cnt[i]) for i in np.flatnonzero(cnt)}
+            keep &= ~unlisted
     rows = None if keep.all() else np.flatnonzero(keep)
-    boxes, scores = raw.boxes_scores(rows)
+    boxes, scores = raw.boxes_eighth(rows, 1.0)
     sel = slice(None) if rows is None else rows
-    rows_out = AVARows(path, mode, keys, key_idx[sel], boxes, labels[sel], scores, raw.lineno[sel], skipped,
-                       num_empty)
     if kind == "gt":
-        _check_gt_boxes(path, boxes, rows_out.lineno)
-    else:
+        problems += _gt_box_problems(boxes, lineno[sel])
+    _raise_first(path, problems)
+    rows_out = AVARows(path, mode, raw.keys, raw.key[sel], boxes, labels[sel], scores.astype(np.float64, copy=False),
+                       lineno[sel], skipped, num_empty)
+    if kind == "det":
         _count_unusual_detections(rows_out)
     return rows_out
 
 
-def _check_gt_boxes(path: str, boxes: np.ndarray, lineno: np.ndarray) -> None:
-    if len(boxes) == 0:
-        return
-    if boxes.min() < 0 or boxes.max() > 1:
-        out = ((boxes < 0) | (boxes > 1)).any(1)
-        i = int(np.argmax(out))
-        raise AVAFormatError(f"{path}:{lineno[i]}: box coordinates must lie in [0, 1], got {boxes[i].tolist()}")
-    inv = (boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])
-    if inv.any():
-        i = int(np.argmax(inv))
-        raise AVAFormatError(f"{path}:{lineno[i]}: box has x2 < x1 or y2 < y1: {boxes[i].tolist()}")
+def _gt_box_problems(boxes: np.ndarray, lineno: np.ndarray) -> list[tuple[int, str] | None]:
+    if len(boxes) == 0 or (boxes.min() >= 0 and boxes.max() <= 1
+                           and not ((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1])).any()):
+        return []
+    return [_first(((boxes < 0) | (boxes > 1)).any(1), lineno,
+                   lambda i: f"box coordinates must lie in [0, 1], got {boxes[i].tolist()}"),
+            _first((boxes[:, 2] < boxes[:, 0]) | (boxes[:, 3] < boxes[:, 1]), lineno,
+                   lambda i: f"box has x2 < x1 or y2 < y1: {boxes[i].tolist()}")]
 
 
 def _count_unusual_detections(rows: AVARows) -> None:
     b, s = rows.boxes, rows.scores
     if len(b) == 0:
         return
-    rows.num_degenerate_boxes = int(((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])).sum())
-    rows.num_outside_boxes = int(((b < 0) | (b > 1)).any(1).sum())
-    rows.num_scores_outside = int(((s < 0) | (s > 1)).sum())
+    rows.num_degenerate_boxes = int(np.count_nonzero((b[:, 2] < b[:, 0]) | (b[:, 3] < b[:, 1])))
+    if b.min() < 0 or b.max() > 1:
+        rows.num_outside_boxes = int(((b < 0) | (b > 1)).any(1).sum())
+    if s.min() < 0 or s.max() > 1:
+        rows.num_scores_outside = int(((s < 0) | (s > 1)).sum())
     rows.num_duplicate_rows = _count_duplicates(rows)
 
 
@@ -445,9 +581,8 @@ def _count_duplicates(rows: AVARows) -> int:
     with np.errstate(over="ignore"):
         h = rows.key.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
         h ^= rows.labels.astype(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)
-        bits = np.ascontiguousarray(rows.boxes).view(np.uint64)
         for j in range(4):
-            h = (h ^ bits[:, j]) * np.uint64(0x100000001B3)
+            h = (h ^ np.ascontiguousarray(rows.boxes[:, j]).view(np.uint64)) * np.uint64(0x100000001B3)
             h ^= h >> np.uint64(29)
     if pl.Series(h).n_unique() == len(h):
         return 0
@@ -456,30 +591,87 @@ def _count_duplicates(rows: AVARows) -> int:
     return int(len(df) - df.n_unique())
 
 
-def read_exclusions(path: str | os.PathLike | None, mode: str = "mmaction") -> set[str]:
-    """Read ``video_id,timestamp`` rows into a set of image keys (empty set for ``None``)."""
-    if path is None:
-        return set()
+def read_ava_annotations(path: str | os.PathLike, label_ids: Iterable[int] | None = None,
+                         max_action_id: int | None = None) -> AVAAnnotations:
+    """Read an AVA annotation csv as ``AVADataset`` uses it (the reader of :func:`read_ava_csv`, its own checks).
+
+    Rows are ``video_id, timestamp, x1, y1, x2, y2, action_id[, person_id]`` (7 or 8 columns; white space around
+    fields and blank lines are ignored); timestamps and person ids are integers, boxes lie in [0, 1] with
+    ``x1 <= x2`` and ``y1 <= y2``, action ids are >= 1, at most ``max_action_id`` and, with ``label_ids``, one of
+    them. Every error names the file and the (first bad) line; a file that is not UTF-8 names the line of the first
+    bad byte.
+    """
     path = str(path)
-    data = _read_bytes(path)
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise AVAFormatError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    out: set[str] = set()
-    for lineno, line in enumerate(text.splitlines(), 1):
+    raw, pending = _read_raw(path, None, _ANNOTATION_LAYOUT, "mmaction")
+    boxes, person_ids = raw.boxes_eighth(None, -1)
+    labels, lineno = raw.labels, raw.lineno
+    problems = [pending]
+    if len(boxes) and not (boxes.min() >= 0 and boxes.max() <= 1):
+        out = (boxes < 0) | (boxes > 1)
+
+        def outside(i: int) -> str:
+            j = int(np.argmax(out[i]))
+            return (f"box coordinate {_BOX_NAMES[j]}={boxes[i, j]} is outside [0, 1] (boxes must be normalized by "
+                    "the frame size)")
+        problems.append(_first(out.any(1), lineno, outside))
+    problems.append(_first(boxes[:, 2] < boxes[:, 0], lineno,
+                           lambda i: f"box has x2 < x1 ({boxes[i, 2]} < {boxes[i, 0]})"))
+    problems.append(_first(boxes[:, 3] < boxes[:, 1], lineno,
+                           lambda i: f"box has y2 < y1 ({boxes[i, 3]} < {boxes[i, 1]})"))
+    problems.append(_first(labels < 1, lineno, lambda i: f"action id must be >= 1, got {labels[i]}"))
+    if max_action_id is not None:
+        problems.append(_first(labels > max_action_id, lineno, lambda i: f"action id {labels[i]} is larger than "
+                                                                          f"{max_action_id} (num_classes - 1)"))
+    if label_ids is not None:
+        allowed = np.array(sorted({int(i) for i in label_ids}), np.int64)
+        problems.append(_first(~np.isin(labels, allowed), lineno,
+                               lambda i: f"action id {labels[i]} is not in the label map"))
+    _raise_first(path, problems)  # of one line, the first check a row-by-row reader makes (the list's order)
+    return AVAAnnotations(path, raw.keys, raw.key, boxes, labels, person_ids.astype(np.int64, copy=False), lineno)
+
+
+def _exclusion_rows(path: str, text_name: str | None, columns_error: str,
+                    strip: bool) -> Iterator[tuple[int, str, str]]:
+    """``(line, video_id, timestamp text)`` of each non-blank row of an excluded-timestamps csv."""
+    for lineno, line in enumerate(_text_lines(path, None, text_name), 1):
         line = line.strip()
         if not line:
             continue
         cols = line.split(",")
         if len(cols) != 2:
-            raise AVAFormatError(
-                f"{path}:{lineno}: exclusion rows need 2 columns (video_id,timestamp), got {len(cols)}")
+            raise AVAFormatError(f"{path}:{lineno}: " + columns_error.format(n=len(cols)))
+        yield lineno, (cols[0].strip() if strip else cols[0]), cols[1]
+
+
+def read_exclusions(path: str | os.PathLike | None, mode: str = "mmaction") -> set[str]:
+    """Read ``video_id,timestamp`` rows into a set of image keys (empty set for ``None``)."""
+    if path is None:
+        return set()
+    path = str(path)
+    out: set[str] = set()
+    for lineno, vid, ts in _exclusion_rows(path, None, "exclusion rows need 2 columns (video_id,timestamp), got {n}",
+                                           strip=False):
         try:
-            out.add(make_image_key(cols[0], cols[1], mode))
+            out.add(make_image_key(vid, ts, mode))
         except (ValueError, decimal.InvalidOperation):
-            raise AVAFormatError(f"{path}:{lineno}: bad timestamp {cols[1]!r}") from None
+            kind = "a number" if mode == "official" else "an integer"
+            raise AVAFormatError(f"{path}:{lineno}: timestamp must be {kind}, got {ts!r}") from None
+    return out
+
+
+def read_excluded_keyframes(path: str | os.PathLike | None) -> set[tuple[str, int]]:
+    """The excluded keyframes of an excluded-timestamps csv as ``AVADataset`` uses them: a set of
+    ``(video_id, timestamp)`` (white space around fields ignored; ``None`` gives an empty set)."""
+    if path is None:
+        return set()
+    path = str(path)
+    out: set[tuple[str, int]] = set()
+    for lineno, vid, ts in _exclusion_rows(path, "excluded-timestamps csv",
+                                           "expected 2 columns (video_id, timestamp), got {n}", strip=True):
+        try:
+            out.add((vid, int(ts)))
+        except ValueError:
+            raise AVAFormatError(f"{path}:{lineno}: timestamp must be an integer, got {ts.strip()!r}") from None
     return out
 
 
