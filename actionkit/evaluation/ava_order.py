@@ -215,8 +215,8 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
     if truncate.any():  # rows beyond the capacity of keys whose kept set is their top rows: never evaluated
         ti = np.flatnonzero(truncate)
         cut = np.zeros(n + 1, np.int64)
-        np.add.at(cut, gstart[ti] + capacity, 1)
-        np.add.at(cut, gend[ti], -1)
+        cut[gstart[ti] + capacity] = 1  # distinct positions: each inside its key's slice, before its end
+        cut[gend[ti]] = -1
         dropped = np.cumsum(cut[:-1]) > 0
         if stats is not None:
             stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + int(dropped.sum())
@@ -231,12 +231,11 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
     kord = np.argsort(-cnts, kind="stable")
     gsel, cnts = gsel[kord], cnts[kord]
     # rows of those keys in arrival (file) order, keys in the order of gsel
-    grank = np.full(len(gstart), -1, np.int64)
-    grank[gsel] = np.arange(len(gsel))
-    pos_grp = np.repeat(grank, gend - gstart)
-    in_sim = np.flatnonzero(pos_grp >= 0)
-    seg_rows = order[in_sim]
-    seg_rows = seg_rows[stable_argsort(pos_grp[in_sim] * (int(order.max()) + 1) + seg_rows)]
+    rank_of_kr = np.full(int(kr.max()) + 1, -1, np.int64)
+    rank_of_kr[kr_o[gstart[gsel]]] = np.arange(len(gsel))
+    row_rank = rank_of_kr[kr]                   # per selected row, in file order
+    in_sim = np.flatnonzero(row_rank >= 0)
+    seg_rows = idx[in_sim][stable_argsort(row_rank[in_sim])]
     code, s_code = tuple_codes(rows.scores[seg_rows], rows.labels[seg_rows], rows.boxes[seg_rows])
     H, sizes = simulate_heaps(code, s_code, cnts, capacity)
     # sorted(entries, key=-score): stable over the heap array order
