@@ -19,6 +19,7 @@ from actionkit.engine.hooks import CheckpointHook, EvalHook, LoggerHook, Precise
 from actionkit.engine.loaders import build_precise_bn_loader, build_train_loader
 from actionkit.engine.logging import TrainLogger
 from actionkit.engine.schedule import LrScheduler
+from actionkit.engine.train import resume_training
 from actionkit.engine.trainer import HookBase, NonFiniteTrainingError, Trainer
 from actionkit.registry import ConfigError
 
@@ -93,7 +94,8 @@ class Recorder(HookBase):
         self._rec("after_train", t)
 
 
-def make_trainer(tmp_path: Path, hooks=(), epochs: int = 2, dataset=None, **kwargs) -> Trainer:
+def make_trainer(tmp_path: Path, hooks=(), epochs: int = 2, dataset=None, resume: Path | None = None,
+                 **kwargs) -> Trainer:
     torch.manual_seed(0)
     model = TinyNet()
     dataset = dataset or TinyDataset()
@@ -101,6 +103,9 @@ def make_trainer(tmp_path: Path, hooks=(), epochs: int = 2, dataset=None, **kwar
     loader, sampler = build_train_loader(dataset, cfg, seed=3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     scheduler = LrScheduler.from_config(optimizer, kwargs.pop("lr_config", None))
+    if resume is not None:
+        start = resume_training(resume, model, optimizer, scheduler, None, sampler.num_batches, LOGGER)
+        kwargs.update(zip(("start_epoch", "start_iter", "start_inner", "hook_msgs"), start))
     return Trainer(model, optimizer, scheduler, loader, sampler, epochs, work_dir=tmp_path, seed=3,
                    checkpoint_meta={"note": "tiny"}, config_text="cfg text", hooks=hooks, logger=LOGGER, **kwargs)
 
@@ -228,6 +233,33 @@ def test_checkpoint_hook_save_last_and_by_iter_latest_inside_an_epoch(tmp_path):
     # iteration 12 ends the last epoch: no by-iter file there; the epochs' files are written after each epoch
     assert seen == [(3, 0, 3, 3), (6, 1, 6, 2), (9, 2, 9, 1)]
     assert sorted(p.name for p in tmp_path.glob("epoch_*.pth")) == ["epoch_2.pth", "epoch_3.pth"]  # save_last
+
+
+def test_resuming_from_a_by_iter_checkpoint_equals_the_uninterrupted_run(tmp_path):
+    lr_config = {"policy": "step", "step": [1], "warmup": "linear", "warmup_iters": 3, "warmup_ratio": 0.1}
+
+    class KeepMidEpoch(HookBase):  # keeps the latest.pth written at iteration 6 (epoch 2, inner 2)
+        def after_iter(self, t):
+            if t.iter == 6:
+                (tmp_path / "mid.pth").write_bytes((tmp_path / "ref" / "latest.pth").read_bytes())
+
+    ref = make_trainer(tmp_path / "ref", hooks=[CheckpointHook(tmp_path / "ref", by_iter_interval=3),
+                                                KeepMidEpoch()], epochs=3, lr_config=lr_config)
+    (tmp_path / "ref").mkdir()
+    ref.train()
+    resumed = make_trainer(tmp_path / "res", hooks=[CheckpointHook(tmp_path / "res")], epochs=3,
+                           lr_config=lr_config, resume=tmp_path / "mid.pth")
+    assert (resumed.epoch, resumed.iter, resumed.inner_iter) == (1, 6, 2)
+    (tmp_path / "res").mkdir()
+    resumed.train()
+    assert_same(state(resumed.model), state(ref.model))
+    assert resumed.lr == ref.lr and resumed.iter == ref.iter == 12
+    for a, b in zip(resumed.optimizer.state.values(), ref.optimizer.state.values()):
+        assert torch.equal(a["momentum_buffer"], b["momentum_buffer"])
+    for name in ("epoch_2.pth", "epoch_3.pth"):  # the same checkpoint meta apart from the time
+        ma, mb = (safe_load(tmp_path / d / name)["meta"] for d in ("ref", "res"))
+        assert {k: v for k, v in ma.items() if k not in ("time", "rng_states")} == \
+            {k: v for k, v in mb.items() if k not in ("time", "rng_states")}
 
 
 def test_nonfinite_weights_are_never_saved(tmp_path):

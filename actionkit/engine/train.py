@@ -40,7 +40,7 @@ from .trainer import NonFiniteTrainingError, Trainer, parse_losses
 
 # re-exported: ``from actionkit.engine.train import ...`` keeps working for the names that moved
 __all__ = ["train_model", "build_dataset", "set_random_seed", "set_deterministic", "resume_position",
-           "load_optimizer_state", "NonFiniteTrainingError", "parse_losses", "precise_bn", "evaluate_dataset",
+           "load_optimizer_state", "resume_training", "NonFiniteTrainingError", "parse_losses", "precise_bn", "evaluate_dataset",
            "DEFAULT_MAX_NONFINITE_LOSSES"]
 
 # config ``max_nonfinite_losses``: this many consecutive iterations with a NaN / Inf loss stop training
@@ -151,6 +151,43 @@ def resume_position(meta: Mapping, iters_per_epoch: int, filename: str | os.Path
     return epoch, epoch * iters_per_epoch, 0
 
 
+def resume_training(filename: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler: LrScheduler, scaler: torch.amp.GradScaler | None, iters_per_epoch: int,
+                    logger: logging.Logger) -> tuple[int, int, int, dict]:
+    """Load a training checkpoint into the run's objects: the weights (strictly: :class:`CheckpointError` listing
+    the keys that do not fit; non-finite weights refused), the optimizer (:func:`load_optimizer_state`), the lr
+    scheduler and AMP scaler states when the file has them, and this rank's RNG states when the file has one per
+    process of this run (else a warning). Returns ``(epoch, iter, inner_iter, hook_msgs)`` to start the
+    :class:`~actionkit.engine.trainer.Trainer` at (:func:`resume_position`)."""
+    rank, world = get_dist_info()
+    ckpt = safe_load(filename, map_location="cpu")
+    resume_sd = _revise(extract_state_dict(ckpt, filename))
+    check_finite(resume_sd, filename)
+    try:
+        load_state_dict(model, resume_sd, strict=True, logger=logger, filename=str(filename))
+    except CheckpointError as exc:
+        raise CheckpointError(filename, "cannot resume: the checkpoint's weights do not fit this config's "
+                              "model (resume needs the same model; --cfg-options load_from=... loads "
+                              "matching weights only)" + str(exc)[len(str(filename)) + 1:]) from None
+    if "optimizer" in ckpt and isinstance(ckpt["optimizer"], Mapping):
+        load_optimizer_state(optimizer, ckpt["optimizer"], filename)
+    if "scheduler" in ckpt and isinstance(ckpt["scheduler"], Mapping):
+        scheduler.load_state_dict(ckpt["scheduler"])
+    if scaler is not None and "amp_scaler" in ckpt:
+        scaler.load_state_dict(ckpt["amp_scaler"])
+    cmeta = ckpt.get("meta") or {}
+    start_epoch, global_iter, start_inner = resume_position(cmeta, iters_per_epoch, filename, logger)
+    hook_msgs = dict(cmeta.get("hook_msgs") or {})
+    rng = cmeta.get("rng_states")
+    if isinstance(rng, list) and len(rng) == world:
+        set_rng_state(rng[rank])
+    elif rng is not None:
+        logger.warning("checkpoint RNG states are for %d processes, this run has %d; not restored",
+                       len(rng), world)
+    logger.info("resumed from %s: epoch %d, iter %d (inner %d)", filename, start_epoch, global_iter, start_inner)
+    return start_epoch, global_iter, start_inner, hook_msgs
+
+
 def _max_nonfinite_losses(cfg: Mapping, filename: str | None) -> int:
     value = cfg.get("max_nonfinite_losses", DEFAULT_MAX_NONFINITE_LOSSES)
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -220,7 +257,6 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
                        test: Mapping | None, logger: logging.Logger, work_dir: Path) -> dict:
     """The body of :func:`train_model`, run while this process holds the work directory."""
     filename = getattr(cfg, "filename", None)
-    rank, world = get_dist_info()
     tlog = TrainLogger(work_dir, timestamp, logger, tensorboard=any(
         isinstance(h, Mapping) and h.get("type") == "TensorboardLoggerHook"
         for h in (cfg.get("log_config") or {}).get("hooks", [])))
@@ -261,32 +297,8 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
     hook_msgs: dict[str, Any] = {}
     resume_from = cfg.get("resume_from")
     if resume_from:
-        ckpt = safe_load(resume_from, map_location="cpu")
-        resume_sd = _revise(extract_state_dict(ckpt, resume_from))
-        check_finite(resume_sd, resume_from)
-        try:
-            load_state_dict(model, resume_sd, strict=True, logger=logger, filename=str(resume_from))
-        except CheckpointError as exc:
-            raise CheckpointError(resume_from, "cannot resume: the checkpoint's weights do not fit this config's "
-                                  "model (resume needs the same model; --cfg-options load_from=... loads "
-                                  "matching weights only)" + str(exc)[len(str(resume_from)) + 1:]) from None
-        if "optimizer" in ckpt and isinstance(ckpt["optimizer"], Mapping):
-            load_optimizer_state(optimizer, ckpt["optimizer"], resume_from)
-        if "scheduler" in ckpt and isinstance(ckpt["scheduler"], Mapping):
-            scheduler.load_state_dict(ckpt["scheduler"])
-        if scaler is not None and "amp_scaler" in ckpt:
-            scaler.load_state_dict(ckpt["amp_scaler"])
-        cmeta = ckpt.get("meta") or {}
-        start_epoch, global_iter, start_inner = resume_position(cmeta, iters_per_epoch, resume_from, logger)
-        hook_msgs = dict(cmeta.get("hook_msgs") or {})
-        rng = cmeta.get("rng_states")
-        if isinstance(rng, list) and len(rng) == world:
-            set_rng_state(rng[rank])
-        elif rng is not None:
-            logger.warning("checkpoint RNG states are for %d processes, this run has %d; not restored",
-                           len(rng), world)
-        logger.info("resumed from %s: epoch %d, iter %d (inner %d)", resume_from, start_epoch, global_iter,
-                    start_inner)
+        start_epoch, global_iter, start_inner, hook_msgs = resume_training(
+            resume_from, model, optimizer, scheduler, scaler, iters_per_epoch, logger)
     elif cfg.get("load_from"):
         load_checkpoint(model, cfg["load_from"], strict=False, logger=logger)
         logger.info("load checkpoint from %s", cfg["load_from"])
