@@ -18,6 +18,7 @@ import time
 from typing import Any, Sequence
 
 import torch
+from tqdm import tqdm
 
 from .config import load_config
 
@@ -158,12 +159,7 @@ def run_benchmark(config: str, device: str = "cpu", amp: bool = False, channels_
     times = []
     first_call_s = None
     total = warmup + iters
-    try:
-        from tqdm import tqdm
-
-        it = tqdm(range(total), desc="benchmark", disable=not sys.stderr.isatty())
-    except ImportError:  # pragma: no cover
-        it = range(total)
+    it = tqdm(range(total), desc="benchmark", disable=not sys.stderr.isatty())
     for i in it:
         _sync(dev)
         t0 = time.perf_counter()
