@@ -29,19 +29,20 @@ from ..utils import WorkDirLock, WorkDirLockedError, ensure_directory, remove_st
 from ..checkpoint import (CheckpointError, check_finite, extract_state_dict, load_checkpoint, load_state_dict,
                          safe_load, set_rng_state)
 from .distributed import broadcast_object, get_dist_info, is_dist, sync_random_seed
-from .hooks import (CheckpointHook, EvalHook, LoggerHook, PreciseBNHook, evaluate_dataset, precise_bn,
-                    should_evaluate as _should_evaluate)
+from .hooks import CheckpointHook, EvalHook, LoggerHook, PreciseBNHook, evaluate_dataset, precise_bn
+from .hooks import should_evaluate as _should_evaluate  # noqa: F401 - the name tests/test_engine.py imports
 from .loaders import build_test_loader, build_train_loader
 from .logging import TrainLogger, get_logger
 from .optim import build_optimizer
 from .schedule import LrScheduler
 from .test import multi_gpu_test, single_gpu_test
-from .trainer import NonFiniteTrainingError, Trainer, parse_losses
+from .trainer import HookBase, NonFiniteTrainingError, Trainer, parse_losses
 
-# re-exported: ``from actionkit.engine.train import ...`` keeps working for the names that moved
+# NonFiniteTrainingError, parse_losses (trainer.py), precise_bn and evaluate_dataset (hooks.py) are re-exported:
+# ``from actionkit.engine.train import ...`` keeps working for the names that moved
 __all__ = ["train_model", "build_dataset", "set_random_seed", "set_deterministic", "resume_position",
-           "load_optimizer_state", "resume_training", "NonFiniteTrainingError", "parse_losses", "precise_bn", "evaluate_dataset",
-           "DEFAULT_MAX_NONFINITE_LOSSES"]
+           "load_optimizer_state", "resume_training", "NonFiniteTrainingError", "parse_losses", "precise_bn",
+           "evaluate_dataset", "DEFAULT_MAX_NONFINITE_LOSSES"]
 
 # config ``max_nonfinite_losses``: this many consecutive iterations with a NaN / Inf loss stop training
 DEFAULT_MAX_NONFINITE_LOSSES = 3
@@ -310,17 +311,16 @@ def _train_in_work_dir(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Map
         model = nn.parallel.DistributedDataParallel(model, **ddp_kwargs)
 
     # ---- the trainer and its hooks (the order of the hooks is the order of their effects)
-    ckpt_cfg = dict(cfg.get("checkpoint_config") or {})
-    checkpoint_hook = CheckpointHook(work_dir, interval=int(ckpt_cfg.get("interval", 1)),
-                                     by_iter_interval=int(ckpt_cfg.get("by_iter_interval", 0) or 0),
-                                     max_keep=int(ckpt_cfg.get("max_keep_ckpts", -1)),
-                                     save_last=bool(ckpt_cfg.get("save_last", True)))
-    hooks: list = [LoggerHook(tlog, int((cfg.get("log_config") or {}).get("interval", 20)))]
+    hooks: list[HookBase] = [LoggerHook(tlog, int((cfg.get("log_config") or {}).get("interval", 20)))]
     pbn_cfg = cfg.get("precise_bn")
     if pbn_cfg:
         hooks.append(PreciseBNHook(dataset, int(pbn_cfg.get("num_iters", 200)), int(pbn_cfg.get("interval", 1)),
                                    seed + 7919))
-    hooks.append(checkpoint_hook)
+    ckpt_cfg = dict(cfg.get("checkpoint_config") or {})
+    hooks.append(CheckpointHook(work_dir, interval=int(ckpt_cfg.get("interval", 1)),
+                                by_iter_interval=int(ckpt_cfg.get("by_iter_interval", 0) or 0),
+                                max_keep=int(ckpt_cfg.get("max_keep_ckpts", -1)),
+                                save_last=bool(ckpt_cfg.get("save_last", True))))
     eval_hook = None
     if validate:
         if "val" not in cfg.get("data", {}):
@@ -379,7 +379,10 @@ def _test_after_training(model: nn.Module, cfg: Mapping, work_dir: Path, test: M
     for name, ckpt in zip(names, ckpts):
         if ckpt is not None:
             load_checkpoint(model, ckpt, strict=False, logger=logger)
-        results = multi_gpu_test(model, test_loader, amp=amp) if distributed else single_gpu_test(model, test_loader, amp=amp)
+        if distributed:
+            results = multi_gpu_test(model, test_loader, amp=amp)
+        else:
+            results = single_gpu_test(model, test_loader, amp=amp)
         if rank == 0:
             # MMAction2 writes {name}_pred.pkl; datasets that only write csv (AVA) get {name}_pred.csv
             for suffix in (".pkl", ".csv"):
