@@ -5,16 +5,20 @@ from __future__ import annotations
 
 import pickle
 import random
+import weakref
+from multiprocessing.reduction import ForkingPickler
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+import torch.multiprocessing  # noqa: F401  (registers torch's reducers in ForkingPickler)
+from actionkit.data import collate as collate_mod
 from actionkit.data.collate import collate_ava, collate_recognition
 from actionkit.data.decode import FrameFolderReader, decode_image
 from actionkit.data.pipeline import Compose, clip_to_ncthw
-from actionkit.data.preprocess import (BATCH_NORMALIZE_KEY, BatchNormalize, apply_batch_normalize,
+from actionkit.data.preprocess import (BATCH_NORMALIZE_KEY, BatchNormalize, ReusedOutputs, apply_batch_normalize,
                                        attach_batch_normalize, split_normalize)
 from actionkit.data.transforms import Normalize, imresize_clip
 from actionkit.engine.test import prepare_batch
@@ -270,7 +274,7 @@ def test_ava_nested_test_pipeline_deferred_equals_in_pipeline():
 
 # ------------------------------------------------------------------------------------- through the engine's loaders
 class PipelineDataset(torch.utils.data.Dataset):
-    """Random videos through the train (or test) pipeline (train clips: 1.1 MB uint8)."""
+    """Random videos through the train (or test) pipeline; train clips (1.1 MB uint8) use the shared buffer pool."""
 
     def __init__(self, test_mode=False, n=7):
         self.test_mode = test_mode
@@ -301,6 +305,81 @@ def test_engine_loaders_deferred_batches_equal_in_worker_batches(workers):
     for a, b in zip(build_test_loader(test, {"data": {"workers_per_gpu": workers}}), build_test_loader(test, off)):
         assert a["imgs"].dtype == torch.uint8 and b["imgs"].dtype == torch.float32
         assert torch.equal(prepare_batch(a, device)["imgs"], b["imgs"])
+
+
+def test_worker_buffer_pool_reuses_slots_without_corrupting_batches():
+    """Batches of ~1.3 MB go through reused shared buffers; every batch arrives intact, in order."""
+    ds = PipelineDataset(n=12)
+    reference = [ds[i] for i in range(len(ds))]
+    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=1, collate_fn=collate_recognition,
+                                         sampler=list(range(len(ds))) * 2)
+    for k, batch in enumerate(loader):
+        assert torch.equal(batch["imgs"][0], reference[k % len(ds)]["imgs"])
+        assert type(batch["imgs"]) is torch.Tensor and type(batch["label"]) is torch.Tensor
+
+
+def test_slot_and_by_value_tensors_pickle_to_plain_tensors(monkeypatch):
+    monkeypatch.setattr(torch.utils.data, "get_worker_info", lambda: object())  # collate as in a worker
+    monkeypatch.setattr(collate_mod, "_POOL", None)
+    monkeypatch.setattr(collate_mod, "_MAPPED_SLOTS", {})
+    clips = [torch.randint(0, 256, (3, 4, 192, 192), dtype=torch.uint8) for _ in range(4)]  # 1.8 MB: pooled
+    stacked = collate_mod._stack(clips)
+    assert isinstance(stacked, collate_mod._SlotTensor) and torch.equal(stacked, torch.stack(clips))
+    slot = collate_mod._POOL.slots[0]
+    assert slot[0] == 1 and slot[1] == 0
+    first = ForkingPickler.dumps(stacked)  # with the buffer (its file descriptor)
+    again = ForkingPickler.loads(first)
+    assert type(again) is torch.Tensor and torch.equal(again, torch.stack(clips))
+    assert slot[1] == 1  # the "main process" keeps the slot mapped
+    view = again[1:]
+    del again
+    assert slot[0] == 1  # a view still uses the slot
+    del view
+    assert slot[0] == 0  # freed: back to the worker
+    clips2 = [c.flip(0) for c in clips[:3]]  # a smaller batch reuses the free slot
+    stacked2 = collate_mod._stack(clips2)
+    assert stacked2.untyped_storage().data_ptr() == stacked.untyped_storage().data_ptr() and slot[0] == 1
+    second = ForkingPickler.dumps(stacked2)  # by name only
+    assert len(second) < len(first)
+    received = ForkingPickler.loads(second)
+    assert torch.equal(received, torch.stack(clips2)) and slot[0] == 1
+    del received
+    assert slot[0] == 0
+    busy = [collate_mod._stack(clips) for _ in range(collate_mod._SlotPool.MAX_SLOTS)]
+    assert all(isinstance(b, collate_mod._SlotTensor) for b in busy)
+    assert not isinstance(collate_mod._stack(clips), collate_mod._SlotTensor)  # pool exhausted: a fresh buffer
+    labels = collate_mod._stack([torch.tensor(i) for i in range(4)])
+    assert isinstance(labels, collate_mod._ByValueTensor)
+    back = ForkingPickler.loads(ForkingPickler.dumps(labels))
+    assert type(back) is torch.Tensor and back.tolist() == [0, 1, 2, 3]
+
+
+def test_reused_outputs_hand_out_memory_only_once_every_tensor_on_it_is_freed():
+    pool = ReusedOutputs(min_bytes=1 << 20, max_arrays=2)
+    a = pool.empty((4, 1 << 18), torch.float32)
+    first, first_array = a.data_ptr(), weakref.ref(pool._arrays[0])
+    b = pool.empty((4, 1 << 18), torch.float32)
+    assert b.data_ptr() != first  # a is in use
+    view = a[1:]
+    del a
+    c = pool.empty((4, 1 << 18), torch.float32)  # a's view is alive and the pool is full: not pooled
+    assert c.data_ptr() not in (first, b.data_ptr())
+    del view
+    d = pool.empty((4, 1 << 18), torch.float32)
+    assert d.data_ptr() == first and d.shape == (4, 1 << 18) and d.dtype == torch.float32
+    as_numpy = d.numpy()
+    del d
+    assert pool.empty((4, 1 << 18), torch.float32).data_ptr() != first  # a numpy view holds it
+    del as_numpy
+    assert pool.empty((2, 1 << 19), torch.float32).data_ptr() == first  # same size in bytes: reused
+    assert len(pool._arrays) == 2
+    e = pool.empty((3, 1 << 18), torch.float32)  # another size: the free array goes, b (in use) stays
+    assert e.shape == (3, 1 << 18) and len(pool._arrays) == 2
+    assert any(arr.__array_interface__["data"][0] == b.data_ptr() for arr in pool._arrays)
+    assert first_array() is None  # dropped (its memory may serve e: addresses say nothing here)
+    del e
+    assert pool.empty((3, 1 << 18), torch.float32).shape == (3, 1 << 18)
+    assert pool.empty((8,), torch.float32).shape == (8,)  # small: not pooled
 
 
 # ------------------------------------------------------------------------------------- the fast paths

@@ -13,12 +13,13 @@ The result is bit-identical to the pipeline's own ``Normalize``: a uint8 value h
 :class:`BatchNormalize` indexes a per-channel 256-entry table computed with the very ``cv2`` calls of
 ``Normalize`` (float32 buffer, ``cv2.subtract`` of the float64 mean, ``cv2.multiply`` by the float64 ``1/std``).
 
-Nothing here is global state: the split is a pure function of the built transforms, and the step travels with
-the batch it belongs to.
+No state decides a value: the split is a pure function of the built transforms, and the step travels with the
+batch it belongs to.  (On the CPU, the outputs reuse the memory of freed earlier ones: :class:`ReusedOutputs`.)
 """
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from .pipeline import Collect, FormatShape, Rename, ToDataContainer, ToTensor
 from .transforms import Normalize
 
 __all__ = ["BatchNormalize", "BATCH_NORMALIZE_KEY", "split_normalize", "apply_batch_normalize",
-           "attach_batch_normalize", "normalize_table"]
+           "attach_batch_normalize", "normalize_table", "ReusedOutputs"]
 
 BATCH_NORMALIZE_KEY = "batch_normalize"
 
@@ -56,6 +57,45 @@ def normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarr
     out = np.ascontiguousarray(table[0].T)
     out.flags.writeable = False
     return out
+
+
+class ReusedOutputs:
+    """Fresh-looking CPU tensors on memory that earlier ones, now freed, had: the outputs of the CPU
+    :class:`BatchNormalize` (a 30-view test batch is 754 MB of float32; fresh pages cost the kernel's zeroing
+    first, several times the normalisation itself: BENCHMARKS.md, "Data pipeline").
+
+    Tensors of at least ``min_bytes`` are made with ``torch.from_numpy`` on an array kept here; the tensor's
+    storage holds a reference to that array until the last tensor and view on it is freed, so an array that only
+    this pool refers to is free to hand out again.  A request that no free array fits drops the free ones (of other
+    sizes); at most ``max_arrays`` are kept (beyond that, new tensors are not pooled).  Only where the memory lies
+    depends on it, never a value.
+    """
+
+    def __init__(self, min_bytes: int = 16 << 20, max_arrays: int = 4):
+        self.min_bytes, self.max_arrays = int(min_bytes), int(max_arrays)
+        self._arrays: list[np.ndarray] = []
+
+    def _free(self, i: int) -> bool:
+        return sys.getrefcount(self._arrays[i]) <= 2  # references: the list, and getrefcount's own argument
+
+    def empty(self, shape: Sequence[int], dtype: torch.dtype) -> torch.Tensor:
+        nbytes = int(np.prod(shape, dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
+        if nbytes < self.min_bytes:
+            return torch.empty(tuple(shape), dtype=dtype)
+        found = next((i for i in range(len(self._arrays)) if self._arrays[i].nbytes == nbytes and self._free(i)), None)
+        if found is None:
+            # free arrays are all of other sizes (a switch between training and validation): drop them, so that
+            # what stays allocated is what is in use plus the arrays of the current size
+            in_use = [not self._free(i) for i in range(len(self._arrays))]  # no other reference held meanwhile
+            self._arrays = [a for a, used in zip(self._arrays, in_use) if used]
+            if len(self._arrays) >= self.max_arrays:
+                return torch.empty(tuple(shape), dtype=dtype)
+            self._arrays.append(np.empty(nbytes, dtype=np.uint8))
+            found = len(self._arrays) - 1
+        return torch.from_numpy(self._arrays[found]).view(dtype).view(tuple(shape))
+
+
+_CPU_OUTPUTS = ReusedOutputs()  # the memory of the CPU BatchNormalize's outputs (this process)
 
 
 @dataclass(frozen=True)
@@ -112,7 +152,7 @@ class BatchNormalize:
     def _normalize_cpu(self, clip: torch.Tensor) -> torch.Tensor:
         """``cv2.LUT`` plane by plane (C-contiguous uint8 in, float32 out)."""
         src = clip.contiguous()
-        out = torch.empty(src.shape, dtype=torch.float32)
+        out = _CPU_OUTPUTS.empty(src.shape, torch.float32)
         planes = (-1,) + tuple(src.shape[-4:])
         src_np, out_np, table = src.numpy().reshape(planes), out.numpy().reshape(planes), self.table()
         width = src.shape[-1]
@@ -132,7 +172,10 @@ class BatchNormalize:
         return out
 
 
-def split_normalize(steps: Sequence[Callable[[dict], Any]]) -> tuple[list[Callable[[dict], Any]], BatchNormalize | None]:
+Step = Callable[[dict], Any]
+
+
+def split_normalize(steps: Sequence[Step]) -> tuple[list[Step], BatchNormalize | None]:
     """``(steps without the Normalize, the BatchNormalize that replaces it)``, or ``(steps, None)``.
 
     Splits only where a ``Normalize`` directly precedes ``FormatShape('NCTHW')`` and everything after that
