@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import multiprocessing as mp
 import os
+import queue as queue_mod
 import resource
 import sys
 import time
@@ -99,22 +100,37 @@ def generate(workdir: Path, scale: float = 1.0, seed: int = 0) -> tuple[Path, Pa
 
 def _measure(args, queue):
     gt_p, det_p, lm_p, ex_p, mode = args
-    from actionkit.evaluation.ava_map import evaluate_rows, read_ava_csv, read_exclusions, read_labelmap
+    from actionkit.evaluation.ava_map import evaluate_rows, read_inputs, read_labelmap
 
     t_imp = time.perf_counter()
     import polars  # noqa: F401 - the csv reader's library, imported on first use: timed apart, like numpy's import
     imp = time.perf_counter() - t_imp
     c0, t0 = time.process_time(), time.perf_counter()
     cats, ids = read_labelmap(lm_p)
-    gt = read_ava_csv(gt_p, "gt", mode, ids)
-    t1 = time.perf_counter()
-    det = read_ava_csv(det_p, "det", mode, ids)
-    t2 = time.perf_counter()
-    res = evaluate_rows(gt, det, cats, read_exclusions(ex_p, mode), mode)
-    t3, c3 = time.perf_counter(), time.process_time()
+    gt, det, excluded = read_inputs(gt_p, det_p, ids, ex_p, mode)  # what frame_map / eval-ava do
+    t1, c1 = time.perf_counter(), time.process_time()
+    res = evaluate_rows(gt, det, cats, excluded, mode)
+    t2, c2 = time.perf_counter(), time.process_time()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
-    queue.put(dict(mode=mode, imp=imp, read_gt=t1 - t0, read_det=t2 - t1, evaluate=t3 - t2, total=t3 - t0, cpu=c3 - c0, rss=rss,
-                   mAP=res.mAP, det_rows=det.num_rows, gt_rows=gt.num_rows))
+    queue.put(dict(mode=mode, imp=imp, read=t1 - t0, read_cpu=c1 - c0, evaluate=t2 - t1, evaluate_cpu=c2 - c1,
+                   total=t2 - t0, cpu=c2 - c0, rss=rss, mAP=res.mAP, det_rows=det.num_rows, gt_rows=gt.num_rows))
+
+
+def _run_measure(ctx, args) -> dict:
+    """One measurement in a fresh process; a process that dies without a result is reported, not waited on."""
+    q = ctx.Queue()
+    p = ctx.Process(target=_measure, args=(args, q))
+    p.start()
+    while True:
+        try:
+            r = q.get(timeout=1.0)
+            break
+        except queue_mod.Empty:
+            if not p.is_alive():
+                raise RuntimeError(f"the measuring process exited with code {p.exitcode} without a result "
+                                   "(is actionkit importable?)") from None
+    p.join()
+    return r
 
 
 def compare_parsers(det_p: Path, rounds: int = 3) -> None:
@@ -166,22 +182,21 @@ def main(argv=None) -> int:
     print(f"files: {gt_p} ({n_gt} rows), {det_p} ({n_det} rows, {det_p.stat().st_size / 2**20:.0f} MiB); "
           f"ready in {time.perf_counter() - t:.1f} s")
     ctx = mp.get_context("spawn")
+    load = os.getloadavg()
     rows = []
-    for mode in args.modes:
-        for _ in range(args.repeat):
-            q = ctx.Queue()
-            p = ctx.Process(target=_measure, args=((gt_p, det_p, lm_p, ex_p, mode), q))
-            p.start()
-            r = q.get()
-            p.join()
-            rows.append(r)
-    print("\n| mode | import polars (s) | read GT (s) | read det (s) | evaluate (s) | read + evaluate wall (s) "
-          "| read + evaluate CPU (s) | peak RSS (MiB) | mAP |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    for _ in range(args.repeat):  # modes interleaved, so that a change of machine load touches both
+        for mode in args.modes:
+            rows.append(_run_measure(ctx, (gt_p, det_p, lm_p, ex_p, mode)))
+    rows.sort(key=lambda r: args.modes.index(r["mode"]))
+    print(f"\nload average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after: "
+          + " ".join(f"{v:.2f}" for v in os.getloadavg()))
+    print("\n| mode | import polars (s) | read GT + det (s) | evaluate (s) | read + evaluate wall (s) "
+          "| read CPU (s) | evaluate CPU (s) | read + evaluate CPU (s) | peak RSS (MiB) | mAP |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['imp']:.2f} | {r['read_gt']:.2f} | {r['read_det']:.2f} | {r['evaluate']:.2f} | "
-              f"{r['total']:.2f} | {r['cpu']:.2f} | {r['rss']:.0f} | {r['mAP']:.6f} |")
-    print("(wall times include waiting for the CPU when the machine is shared; CPU = process time)")
+        print(f"| {r['mode']} | {r['imp']:.2f} | {r['read']:.2f} | {r['evaluate']:.2f} | {r['total']:.2f} | "
+              f"{r['read_cpu']:.2f} | {r['evaluate_cpu']:.2f} | {r['cpu']:.2f} | {r['rss']:.0f} | {r['mAP']:.9f} |")
+    print("(wall times include waiting for the CPU when the machine is shared; CPU = process time of all threads)")
     if args.compare_parsers:
         compare_parsers(det_p)
     print(f"\nmachine: {os.cpu_count()} cpus, python {sys.version.split()[0]}, numpy {np.__version__}")

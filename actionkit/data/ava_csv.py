@@ -252,7 +252,7 @@ class _RawRows:
             mask = np.zeros(len(self.lineno), bool)
             mask[rows] = True
             df = df.filter(pl.Series(mask))
-        boxes = df.select(_BOX_NAMES).to_numpy().astype(np.float64, copy=False)
+        boxes = np.ascontiguousarray(df.select(_BOX_NAMES).to_numpy(), np.float64)  # rows are gathered later
         eighth = df["score"].fill_null(default).to_numpy()
         return boxes, eighth
 
@@ -289,8 +289,7 @@ def _text_lines(path: str, data: bytes | None, text_name: str | None) -> list[st
 def _parse_polars(source: str | bytes, layout: _Layout, mode: str = "mmaction") -> _RawRows | None:
     """The fast path (``source``: a file path or the bytes); ``None`` when the file is irregular in any way (the
     Python reader then finds the line). Timestamps are parsed as the mode's keys use them: integers for
-    MMAction2's ``%04d``, floats for the official ``%.6f``. Video ids are read as categorical codes, so that the
-    image keys are formed once per distinct keyframe."""
+    MMAction2's ``%04d``, floats for the official ``%.6f``."""
     import polars as pl
 
     ts_type = pl.Float64 if mode == "official" else pl.Int64
@@ -298,7 +297,7 @@ def _parse_polars(source: str | bytes, layout: _Layout, mode: str = "mmaction") 
         df = pl.read_csv(
             io.BytesIO(source) if isinstance(source, bytes) else source, has_header=False,
             new_columns=list(_COLUMNS), quote_char=None, missing_columns="insert",
-            schema_overrides={"video_id": pl.Categorical, "timestamp": ts_type, "x1": pl.Float64,
+            schema_overrides={"video_id": pl.String, "timestamp": ts_type, "x1": pl.Float64,
                               "y1": pl.Float64, "x2": pl.Float64, "y2": pl.Float64, "action_id": pl.Int64,
                               "score": pl.Int64 if layout.eighth_integer else pl.Float64})
     except Exception:  # noqa: BLE001 - any parse problem: the Python reader names the line
@@ -352,35 +351,37 @@ def _column_counts(df) -> tuple[np.ndarray | None, np.ndarray | None]:
 
 
 def _frame_keys(df, layout: _Layout, mode: str) -> tuple[np.ndarray, list[str]] | None:
-    """Each row's index into the image keys (first-appearance order) from the categorical video codes and the
-    timestamps: only the distinct ``(video, timestamp)`` pairs are formatted in Python. ``None`` for a video id that
-    the Python reader reads otherwise (empty, surrounded by white space where the layout strips it, or holding a
-    carriage return, which ends a line there)."""
+    """Each row's index into the image keys (first-appearance order). Runs of rows of one keyframe (the usual
+    layout) are found with vectorised comparisons; only the distinct ``(video, timestamp)`` pairs among the runs are
+    formatted in Python. ``None`` for a video id that the Python reader reads otherwise (empty, surrounded by white
+    space where the layout strips it, or holding a carriage return, which ends a line there)."""
     import polars as pl
 
     n = len(df)
     if n == 0:
         return np.zeros(0, np.int64), []
-    vc = df["video_id"].to_physical().to_numpy()
+    vid_run = df["video_id"].rle_id().to_numpy()
     ts = df["timestamp"].to_numpy()
     head = np.empty(n, bool)
     head[0] = True
-    np.not_equal(vc[1:], vc[:-1], out=head[1:])
+    np.not_equal(vid_run[1:], vid_run[:-1], out=head[1:])
     head[1:] |= ts[1:] != ts[:-1]
-    head_rows = np.flatnonzero(head)            # first row of each run of one keyframe (the usual layout)
+    head_rows = np.flatnonzero(head)            # first row of each run of one keyframe
+    head_vids = df["video_id"].gather(head_rows)
+    vid_code = head_vids.cast(pl.Categorical).to_physical().to_numpy().astype(np.int64)  # equal ids, equal codes
     _, t_code = np.unique(ts[head_rows], return_inverse=True)
-    pair = vc[head_rows].astype(np.int64) * (int(t_code.max()) + 1) + t_code.reshape(-1)
+    pair = vid_code * (int(t_code.max()) + 1) + t_code.reshape(-1)
     _, first, pair_of_head = np.unique(pair, return_index=True, return_inverse=True)
     by_first = np.argsort(first)                # distinct pairs in first-appearance order
     rank = np.empty(len(first), np.int64)
     rank[by_first] = np.arange(len(first))
-    rows = head_rows[first[by_first]]
-    vids = df["video_id"].gather(rows).cast(pl.String).to_list()
+    firsts = first[by_first]
+    vids = head_vids.gather(firsts).to_list()
     official = mode == "official"
     key_index: dict[str, int] = {}
     setdefault = key_index.setdefault
     key_of_pair = []
-    for vid, t in zip(vids, ts[rows].tolist()):  # the key formats of make_image_key, inlined
+    for vid, t in zip(vids, ts[head_rows[firsts]].tolist()):  # the key formats of make_image_key, inlined
         if layout.strip:
             vid = vid.strip()
         if not vid or "\r" in vid:

@@ -33,7 +33,7 @@ from .ava_order import reference_order
 
 __all__ = [
     "AVAFormatError", "AVAFrameEvaluator", "AVARows", "CATEGORY_GROUPS", "FrameMAPResult", "evaluate_rows", "frame_map",
-    "read_ava_csv", "read_exclusions", "read_labelmap", "results2csv", "voc_average_precision",
+    "read_ava_csv", "read_inputs", "read_exclusions", "read_labelmap", "results2csv", "voc_average_precision",
 ]
 
 
@@ -98,23 +98,27 @@ def _iou_pairs(d: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 def voc_average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
     """VOC all-points AP of one class, as ``metrics.compute_precision_recall`` + ``compute_average_precision``:
-    order by ``np.argsort(scores)[::-1]`` (default quicksort, which fixes the order of tied scores)."""
+    order by ``np.argsort(scores)[::-1]`` (default quicksort, which fixes the order of tied scores).
+
+    Computed at the true positives only, where recall changes: there the precision ``k / (i + 1)`` (k-th TP at rank
+    i) and recall ``k / num_gt`` are the reference's floats, the interpolated precision is the running maximum from
+    the right over them (false positives never raise it), and the terms are summed as the reference sums them (with
+    its last term ``(1 - recall) * 0`` when recall stays below 1), so the result is the reference's to the bit.
+    """
     if num_gt <= 0:
         return float("nan")
     if len(scores) == 0:
         return 0.0
-    o = np.argsort(scores)[::-1]
-    tpl = tp[o]
-    fpl = (tpl <= 0).astype(float)
-    ctp = np.cumsum(tpl.astype(float))
-    cfp = np.cumsum(fpl)
-    precision = ctp.astype(float) / (ctp + cfp)
-    recall = ctp.astype(float) / num_gt
-    recall = np.concatenate([[0], recall, [1]])
-    precision = np.concatenate([[0], precision, [0]])
-    precision = np.maximum.accumulate(precision[::-1])[::-1]
-    idx = np.where(recall[1:] != recall[:-1])[0] + 1
-    return float(np.sum((recall[idx] - recall[idx - 1]) * precision[idx]))
+    rank = np.flatnonzero(tp[np.argsort(scores)[::-1]] > 0)  # ranks of the true positives
+    k = np.arange(1, len(rank) + 1, dtype=float)
+    precision = np.maximum.accumulate((k / (rank + 1.0))[::-1])[::-1]
+    recall = k / num_gt
+    gain = np.diff(recall, prepend=0.0)
+    last = recall[-1] if len(recall) else 0.0
+    terms = gain * precision
+    if last != 1.0:
+        terms = np.append(terms, (1.0 - last) * 0.0)
+    return float(np.sum(terms))
 
 
 def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excluded: Iterable[str] = (),
@@ -190,7 +194,9 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     has = d_gkey >= 0
     if nd and len(g_code):
         code = np.where(has, d_lab * nk + d_gkey, -1)
-        lo, ng = _group_spans(g_code, code, (num_class + 1) * nk)
+        lo = np.searchsorted(g_code, code, "left")
+        hi = np.searchsorted(g_code, code, "right")
+        ng = np.where(has, hi - lo, 0)
         di = np.flatnonzero(ng > 0)
         if len(di):
             cnt = ng[di]
@@ -213,14 +219,11 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     # ---- per-class AP
     ap = np.full(num_class, np.nan)
     cls_bounds = np.searchsorted(d_lab, np.arange(num_class + 2))
-    classes = [c for c in range(1, num_class + 1) if num_gt[c] > 0]
-
-    def class_ap(c: int) -> float:
+    for c in range(1, num_class + 1):
+        if num_gt[c] == 0:
+            continue
         a, z = cls_bounds[c], cls_bounds[c + 1]
-        return voc_average_precision(d_scores[a:z], tp[a:z], int(num_gt[c]))
-
-    for c, v in zip(classes, _map_threads(class_ap, classes, nd)):
-        ap[c - 1] = v
+        ap[c - 1] = voc_average_precision(d_scores[a:z], tp[a:z], int(num_gt[c]))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         mean_ap = float(np.nanmean(ap)) if (~np.isnan(ap)).any() else float("nan")
@@ -230,31 +233,6 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
         vals = [per_class[c] for c in ids if lo_id <= c <= hi_id and not np.isnan(per_class[c])]
         groups[gname] = float(np.mean(vals)) if vals else float("nan")
     return FrameMAPResult(mean_ap, per_class, names, {c: int(num_gt[c]) for c in ids}, groups, mode, iou, stats)
-
-
-def _group_spans(sorted_codes: np.ndarray, codes: np.ndarray, num_codes: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each of ``codes`` (-1: none), the start of its run in ``sorted_codes`` and the run's length (0 when
-    absent). ``num_codes`` bounds the codes; below a size limit a counting table answers instead of binary search."""
-    if num_codes <= max(1 << 23, 2 * (len(codes) + len(sorted_codes))):
-        counts = np.bincount(sorted_codes, minlength=num_codes)
-        starts = np.zeros(num_codes + 1, np.int64)
-        np.cumsum(counts, out=starts[1:])
-        valid = codes >= 0
-        safe = np.where(valid, codes, 0)
-        return starts[safe], np.where(valid, counts[safe], 0)
-    lo = np.searchsorted(sorted_codes, codes, "left")
-    hi = np.searchsorted(sorted_codes, codes, "right")
-    return lo, np.where(codes >= 0, hi - lo, 0)
-
-
-def _map_threads(fn, items: Sequence, work: int) -> list:
-    """``[fn(x) for x in items]``, on up to ``os.cpu_count()`` threads (at most 4) when ``work`` (rows) is large:
-    numpy's sorts and cumulative sums release the GIL. The results do not depend on the threads."""
-    workers = min(4, os.cpu_count() or 1, len(items))
-    if workers < 2 or work < 200_000:
-        return [fn(x) for x in items]
-    with ThreadPoolExecutor(workers) as pool:
-        return list(pool.map(fn, items))
 
 
 def _check_iou(iou: float) -> None:
@@ -273,6 +251,27 @@ def _load_labelmap(label_map) -> tuple[list[dict], list[int]]:
     if not cats:
         raise ValueError("empty label map")
     return cats, [c["id"] for c in cats]
+
+
+def read_inputs(gt, detections, class_ids: Sequence[int], exclusions=None,
+                mode: str = "mmaction") -> tuple[AVARows, AVARows, set[str]]:
+    """The ground truth, detections and excluded image keys of :func:`frame_map` (paths are read, values passed
+    through). The two csvs are read concurrently (polars parses without holding the GIL); when both are bad, the
+    ground truth's error is raised."""
+    def read(source, kind: str) -> AVARows:
+        return source if isinstance(source, AVARows) else read_ava_csv(source, kind, mode, class_ids)
+
+    with ThreadPoolExecutor(1) as pool:
+        det_future = pool.submit(read, detections, "det")
+        gt = read(gt, "gt")
+        detections = det_future.result()
+    if exclusions is None:
+        excluded: set[str] = set()
+    elif isinstance(exclusions, (str, os.PathLike)):
+        excluded = read_exclusions(exclusions, mode)
+    else:
+        excluded = set(exclusions)
+    return gt, detections, excluded
 
 
 def frame_map(gt, detections, label_map, exclusions=None, mode: str = "mmaction", iou: float = 0.5,
@@ -299,16 +298,7 @@ def frame_map(gt, detections, label_map, exclusions=None, mode: str = "mmaction"
             raise ValueError(f"custom_classes {missing} are not in the label map")
         categories = [c for c in categories if c["id"] in custom]
         ids = [c["id"] for c in categories]
-    if not isinstance(gt, AVARows):
-        gt = read_ava_csv(gt, "gt", mode, ids)
-    if not isinstance(detections, AVARows):
-        detections = read_ava_csv(detections, "det", mode, ids)
-    if exclusions is None:
-        excluded: set[str] = set()
-    elif isinstance(exclusions, (str, os.PathLike)):
-        excluded = read_exclusions(exclusions, mode)
-    else:
-        excluded = set(exclusions)
+    gt, detections, excluded = read_inputs(gt, detections, ids, exclusions, mode)
     if detections.num_rows == 0:
         log.warning("%s: no detections; every class with ground truth gets AP 0", detections.path)
     res = evaluate_rows(gt, detections, categories, excluded, mode, iou)

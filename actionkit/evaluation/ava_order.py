@@ -168,7 +168,8 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
     kr = key_rank[rows.key[idx]]
     s_code, s_card = order_codes(rows.scores[idx])
     if (int(kr.max()) + 1) * s_card < 2**62:  # one stable sort of (key rank, descending score)
-        order = idx[stable_argsort(kr * s_card + (s_card - 1 - s_code))]
+        # numpy's stable sort (timsort) here: the rows of a keyframe usually follow each other, the runs are long
+        order = idx[np.argsort(kr * s_card + (s_card - 1 - s_code), kind="stable")]
     else:
         order = idx[np.lexsort((-rows.scores[idx], kr))]
     del s_code
