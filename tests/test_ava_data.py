@@ -462,3 +462,121 @@ def test_python2_pickle_loads(tmp_path):
     props = load_proposals(p)
     assert list(props) == ["vid,0902"]
     np.testing.assert_array_equal(props["vid,0902"], arr)
+
+
+# ---------------------------------------------------------------------------------------------- one csv reader
+
+def _reference_infos(ann: Path, exclude: Path | None, num_classes: int, test_mode: bool, data_prefix: str | None,
+                     custom_classes=None) -> list[dict]:
+    """AVADataset's records computed directly from the csv text, row by row (the MMAction2 0.x grouping)."""
+    groups: dict[str, list] = {}
+    for line in ann.read_text(encoding="utf-8-sig").splitlines():
+        if not line.strip():
+            continue
+        c = [f.strip() for f in line.split(",")]
+        label = int(c[6])
+        if custom_classes is not None:
+            if label not in custom_classes:
+                continue
+            label = custom_classes.index(label) + 1
+        key = f"{c[0]},{int(c[1]):04d}"
+        groups.setdefault(key, []).append(([float(v) for v in c[2:6]], label, int(c[7]) if len(c) == 8 else -1))
+    excluded = set()
+    if exclude is not None and not test_mode:
+        excluded = {f"{v.strip()},{int(t):04d}" for v, t in
+                    (ln.split(",") for ln in exclude.read_text().splitlines() if ln.strip())}
+    infos = []
+    for key, rows in groups.items():
+        if key in excluded:
+            continue
+        boxes, labels, persons = [], [], []
+        for box, label, person in rows:
+            if box not in boxes:
+                boxes.append(box)
+                labels.append(np.zeros(num_classes, np.float32))
+                persons.append(person)
+            labels[boxes.index(box)][label] = 1.0
+        vid, ts = key.rsplit(",", 1)
+        infos.append(dict(img_key=key, video_id=vid, timestamp=int(ts),
+                          frame_dir=vid if data_prefix is None else os.path.join(data_prefix, vid),
+                          gt_bboxes=np.array(boxes, np.float64), gt_labels=np.stack(labels),
+                          entity_ids=np.array(persons, np.int64)))
+    return infos
+
+
+def _assert_records(ds: AVADataset, expect: list[dict]) -> None:
+    assert [v["img_key"] for v in ds.video_infos] == [e["img_key"] for e in expect]
+    for got, e in zip(ds.video_infos, expect):
+        assert (got["video_id"], got["timestamp"], got["frame_dir"]) == (e["video_id"], e["timestamp"],
+                                                                         e["frame_dir"])
+        assert type(got["timestamp"]) is int
+        for name in ("gt_bboxes", "gt_labels", "entity_ids"):
+            assert got["ann"][name].dtype == e[name].dtype
+            np.testing.assert_array_equal(got["ann"][name], e[name])
+
+
+@pytest.mark.parametrize("test_mode", [False, True])
+def test_records_match_a_direct_reading_of_the_synthetic_csvs(tmp_path, test_mode):
+    from actionkit.synthetic import ava as syn
+
+    info = syn.make_ava(tmp_path, seed=5, num_train=2, num_val=1, num_keyframes=8, fps=15, write_videos=False,
+                        extra_groups=("event",))
+    args = info["dataset_args"]
+    total = 0
+    for split in info["splits"].values():
+        ann, exc = tmp_path / split["ann_file"], tmp_path / split["exclude_file"]
+        for custom in (None, [2, 5, 3]):
+            num_classes = args["num_classes"] if custom is None else len(custom) + 1
+            ds = AVADataset(ann, exc, [], label_file=tmp_path / info["label_file"], data_prefix="frames",
+                            test_mode=test_mode, num_classes=num_classes, custom_classes=custom,
+                            timestamp_start=args["timestamp_start"], timestamp_end=args["timestamp_end"],
+                            fps=args["fps"])
+            total += len(ds)
+            _assert_records(ds, _reference_infos(ann, exc, num_classes, test_mode, "frames", custom))
+    assert total >= 10  # non-empty in both modes, with and without custom classes
+
+
+@pytest.mark.parametrize("test_mode", [False, True])
+def test_records_match_a_direct_reading_of_the_real_format_samples(test_mode):
+    ann = require_shared(AVA_SAMPLES / "ava_dataset__ava_sample.csv")
+    exc = AVA_SAMPLES / "ava_dataset__ava_excluded_timestamps_sample.csv"
+    ds = AVADataset(ann, exc, [], label_file=AVA_SAMPLES / "ava_dataset__action_list.txt", data_prefix="data/ava",
+                    test_mode=test_mode)
+    _assert_records(ds, _reference_infos(ann, exc, 81, test_mode, "data/ava"))
+    gt = AVA_SAMPLES / "eval_detection__gt.csv"
+    _assert_records(AVADataset(gt, None, [], test_mode=test_mode), _reference_infos(gt, None, 81, test_mode, None))
+
+
+def test_irregular_files_read_like_the_plain_file(tmp_path):
+    """The polars fast path reads regular files; white space, CRLF / CR line ends, a byte-order mark and blank
+    lines go through the line-by-line reader. Both give the same rows (line numbers as an editor shows them)."""
+    plain = write(tmp_path / "plain.csv", GROUP_CSV)
+    lines = GROUP_CSV.splitlines()
+    odd = tmp_path / "odd.csv"
+    odd.write_bytes(b"\xef\xbb\xbf" + "\r\n".join(f" {ln.replace(',', ' , ')} " for ln in lines[:3]).encode()
+                    + b"\r\n\r\n" + "\r".join(lines[3:]).encode() + b"\n")
+    a, b = read_ava_csv(plain), read_ava_csv(odd)
+    assert [r[:5] for r in a] == [r[:5] for r in b]
+    assert [r.lineno for r in b] == [1, 2, 3, 5, 6, 7, 8]
+    ds_a = AVADataset(plain, None, [], test_mode=True, num_classes=8)
+    ds_b = AVADataset(odd, None, [], test_mode=True, num_classes=8)
+    for x, y in zip(ds_a.video_infos, ds_b.video_infos):
+        assert x["img_key"] == y["img_key"]
+        for name in ("gt_bboxes", "gt_labels", "entity_ids"):
+            np.testing.assert_array_equal(x["ann"][name], y["ann"][name])
+    exc = write(tmp_path / "e.csv", " vidA , 0902 \r\n\r\nvidB,903\n")
+    assert read_exclusions(exc) == {("vidA", 902), ("vidB", 903)}
+
+
+def test_the_first_bad_line_is_reported(tmp_path):
+    """A value refused on line 2 comes before a malformed field on line 4 (the file goes through the line-by-line
+    reader because of line 4, the range check sees the rows before it)."""
+    path = write(tmp_path / "bad.csv", GOOD + "v,0902,0.1,0.1,1.5,0.5,3,0\n" + GOOD + "v,0902,0.1,abc,0.5,0.5,3,0\n")
+    with pytest.raises(AVAFormatError, match=r"bad.csv:2: box coordinate x2=1.5 is outside"):
+        read_ava_csv(path)
+    path = write(tmp_path / "bad2.csv", GOOD + GOOD + "v,0902,0.1,abc,0.5,0.5,3,0\n" + "v,0902,0.1,0.1,1.5,0.5,3,0\n")
+    with pytest.raises(AVAFormatError, match=r"bad2.csv:3: box coordinate y1 is not a number"):
+        read_ava_csv(path)
+    path = write(tmp_path / "bad3.csv", GOOD + "v,0902,0.1,0.1,0.5,0.5,9,0\n" + "v,0902,0.1,0.1,0.5,0.4,3,0\n")
+    with pytest.raises(AVAFormatError, match=r"bad3.csv:2: action id 9 is larger than 8"):
+        AVADataset(path, None, [], num_classes=9, test_mode=True)

@@ -1,9 +1,12 @@
 """AVA annotation files: label maps (pbtxt / ``id: name``), ground-truth and detection csvs, exclusions.
 
-The csv reader parses with polars (a maintained, multi-threaded csv parser) and falls back to a line-by-line Python
-reader for anything irregular, so that every malformed row is reported as ``file:line`` exactly as Python's
-``float()`` / ``int()`` would see it. Image keys follow the evaluation mode: ``'%s,%04d' % (video, int(ts))`` for
-MMAction2 0.x, ``'%s,%.6f' % (video, float(ts))`` for the official ActivityNet script.
+One csv reader serves the evaluator (:func:`read_ava_csv`, :func:`read_exclusions`) and ``AVADataset``
+(:func:`read_ava_annotations`, :func:`read_excluded_keyframes`). It parses with polars (a maintained,
+multi-threaded csv parser) and falls back to a line-by-line Python reader for anything irregular, so that every
+malformed row is reported as ``file:line`` exactly as Python's ``float()`` / ``int()`` would see it; of several
+problems, the first line's is reported. Each kind of file keeps the wording of its messages (:class:`_Layout`).
+Image keys follow the evaluation mode: ``'%s,%04d' % (video, int(ts))`` for MMAction2 0.x (and the dataset),
+``'%s,%.6f' % (video, float(ts))`` for the official ActivityNet script.
 """
 from __future__ import annotations
 
