@@ -7,6 +7,11 @@ malformed row is reported as ``file:line`` exactly as Python's ``float()`` / ``i
 problems, the first line's is reported. Each kind of file keeps the wording of its messages (:class:`_Layout`).
 Image keys follow the evaluation mode: ``'%s,%04d' % (video, int(ts))`` for MMAction2 0.x (and the dataset),
 ``'%s,%.6f' % (video, float(ts))`` for the official ActivityNet script.
+
+Why this module is long: it is the one place where AVA's text files are read and written (label maps, the
+annotation / ground-truth / detection csvs, exclusions, the results csv), and the csv reader has two paths, the
+polars fast path and the line-by-line reference, that must agree row for row; splitting them would put the two
+paths, or a file's reader and writer, in different modules.
 """
 from __future__ import annotations
 
