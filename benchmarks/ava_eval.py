@@ -3,8 +3,9 @@
 Generates (seeded, cached under --workdir) a ground-truth csv of ~276k rows over 64 videos x 897 keyframes, and a
 detection csv of ~3.2M rows shaped like MMAction2 output: every proposal box near a GT person (plus false boxes)
 with many classes per box and 3-decimal scores (so scores tie), classes from all 80 AVA ids while the label map holds
-the 60 evaluated ones. Then times reading + evaluating in a fresh process per mode and prints the wall time and the
-peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of that process.
+the 60 evaluated ones. Then times reading (the two csvs concurrently, as ``frame_map`` / ``eval-ava`` read them)
++ evaluating in a fresh process per run (the modes interleaved) and prints the wall and CPU times (process time of
+all threads) and the peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of that process.
 
     python benchmarks/ava_eval.py [--workdir /tmp/ava_eval_bench] [--scale 1.0] [--modes mmaction official]
                                   [--repeat N] [--compare-parsers]
