@@ -8,7 +8,7 @@ the 60 evaluated ones. Then times reading (the two csvs concurrently, as ``frame
 all threads) and the peak resident memory (``resource.getrusage(RUSAGE_SELF).ru_maxrss``) of that process.
 
     python benchmarks/ava_eval.py [--workdir /tmp/ava_eval_bench] [--scale 1.0] [--modes mmaction official]
-                                  [--repeat N] [--compare-parsers]
+                                  [--repeat N] [--baseline DIR] [--compare-parsers]
 """
 from __future__ import annotations
 
@@ -100,20 +100,30 @@ def generate(workdir: Path, scale: float = 1.0, seed: int = 0) -> tuple[Path, Pa
 
 
 def _measure(args, queue):
-    gt_p, det_p, lm_p, ex_p, mode = args
-    from actionkit.evaluation.ava_map import evaluate_rows, read_inputs, read_labelmap
+    gt_p, det_p, lm_p, ex_p, mode, tree = args
+    if tree is not None:  # another checkout's actionkit (--baseline): first on the path of this fresh process
+        sys.path.insert(0, str(tree))
+    from actionkit.evaluation import ava_map
 
+    if tree is not None and not Path(ava_map.__file__).resolve().is_relative_to(tree):
+        raise RuntimeError(f"--baseline {tree}: actionkit was imported from {ava_map.__file__}")
     t_imp = time.perf_counter()
     import polars  # noqa: F401 - the csv reader's library, imported on first use: timed apart, like numpy's import
     imp = time.perf_counter() - t_imp
     c0, t0 = time.process_time(), time.perf_counter()
-    cats, ids = read_labelmap(lm_p)
-    gt, det, excluded = read_inputs(gt_p, det_p, ids, ex_p, mode)  # what frame_map / eval-ava do
+    cats, ids = ava_map.read_labelmap(lm_p)
+    if hasattr(ava_map, "read_inputs"):  # what frame_map / eval-ava do
+        gt, det, excluded = ava_map.read_inputs(gt_p, det_p, ids, ex_p, mode)
+    else:  # a baseline from before read_inputs: its frame_map read one file after the other
+        gt = ava_map.read_ava_csv(gt_p, "gt", mode, ids)
+        det = ava_map.read_ava_csv(det_p, "det", mode, ids)
+        excluded = ava_map.read_exclusions(ex_p, mode)
     t1, c1 = time.perf_counter(), time.process_time()
+    evaluate_rows = ava_map.evaluate_rows
     res = evaluate_rows(gt, det, cats, excluded, mode)
     t2, c2 = time.perf_counter(), time.process_time()
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB -> MiB on Linux
-    queue.put(dict(mode=mode, imp=imp, read=t1 - t0, read_cpu=c1 - c0, evaluate=t2 - t1, evaluate_cpu=c2 - c1,
+    queue.put(dict(mode=mode, tree="baseline" if tree is not None else "this tree", imp=imp, read=t1 - t0, read_cpu=c1 - c0, evaluate=t2 - t1, evaluate_cpu=c2 - c1,
                    total=t2 - t0, cpu=c2 - c0, rss=rss, mAP=res.mAP, det_rows=det.num_rows, gt_rows=gt.num_rows))
 
 
@@ -173,6 +183,9 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--modes", nargs="+", default=["mmaction", "official"])
     ap.add_argument("--repeat", type=int, default=1)
+    ap.add_argument("--baseline", metavar="DIR",
+                    help="a directory holding another version's actionkit/ package (e.g. a `git worktree` of an "
+                         "earlier commit): each run is repeated with it, alternately, and the ratios are printed")
     ap.add_argument("--compare-parsers", action="store_true",
                     help="also time the bare csv parse with polars and pyarrow (the libraries considered)")
     args = ap.parse_args(argv)
@@ -184,20 +197,32 @@ def main(argv=None) -> int:
           f"ready in {time.perf_counter() - t:.1f} s")
     ctx = mp.get_context("spawn")
     load = os.getloadavg()
+    trees = [None] + ([Path(args.baseline).resolve()] if args.baseline else [])
     rows = []
-    for _ in range(args.repeat):  # modes interleaved, so that a change of machine load touches both
+    for _ in range(args.repeat):  # modes (and trees) interleaved, so that a change of machine load touches all
         for mode in args.modes:
-            rows.append(_run_measure(ctx, (gt_p, det_p, lm_p, ex_p, mode)))
-    rows.sort(key=lambda r: args.modes.index(r["mode"]))
+            for tree in trees:
+                rows.append(_run_measure(ctx, (gt_p, det_p, lm_p, ex_p, mode, tree)))
+    rows.sort(key=lambda r: (args.modes.index(r["mode"]), r["tree"] != "this tree"))
     print(f"\nload average before: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, after: "
           + " ".join(f"{v:.2f}" for v in os.getloadavg()))
-    print("\n| mode | import polars (s) | read GT + det (s) | evaluate (s) | read + evaluate wall (s) "
+    print("\n| tree | mode | import polars (s) | read GT + det (s) | evaluate (s) | read + evaluate wall (s) "
           "| read CPU (s) | evaluate CPU (s) | read + evaluate CPU (s) | peak RSS (MiB) | mAP |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['mode']} | {r['imp']:.2f} | {r['read']:.2f} | {r['evaluate']:.2f} | {r['total']:.2f} | "
-              f"{r['read_cpu']:.2f} | {r['evaluate_cpu']:.2f} | {r['cpu']:.2f} | {r['rss']:.0f} | {r['mAP']:.9f} |")
+        print(f"| {r['tree']} | {r['mode']} | {r['imp']:.2f} | {r['read']:.2f} | {r['evaluate']:.2f} | "
+              f"{r['total']:.2f} | {r['read_cpu']:.2f} | {r['evaluate_cpu']:.2f} | {r['cpu']:.2f} | {r['rss']:.0f} "
+              f"| {r['mAP']:.9f} |")
     print("(wall times include waiting for the CPU when the machine is shared; CPU = process time of all threads)")
+    if args.baseline:
+        print("\n| mode | median wall, this tree / baseline | median CPU, this tree / baseline | mAP difference |")
+        print("|---|---|---|---|")
+        for mode in args.modes:
+            mine = [r for r in rows if r["mode"] == mode and r["tree"] == "this tree"]
+            base = [r for r in rows if r["mode"] == mode and r["tree"] == "baseline"]
+            med = lambda rs, k: float(np.median([r[k] for r in rs]))  # noqa: E731
+            print(f"| {mode} | {med(mine, 'total') / med(base, 'total'):.3f} | {med(mine, 'cpu') / med(base, 'cpu'):.3f} "
+                  f"| {max(abs(a['mAP'] - b['mAP']) for a in mine for b in base):.1e} |")
     if args.compare_parsers:
         compare_parsers(det_p)
     print(f"\nmachine: {os.cpu_count()} cpus, python {sys.version.split()[0]}, numpy {np.__version__}")
