@@ -206,3 +206,14 @@ def test_ava_same_uint8_clip_directly_and_through_a_two_worker_loader(ava_cfg):
     for item, batch in zip(direct, loader, strict=True):
         assert item["img"].dtype == torch.uint8
         assert torch.equal(batch["img"][0], item["img"]) and torch.equal(batch["gt_bboxes"][0], item["gt_bboxes"])
+
+
+def test_defer_normalize_must_be_a_bool_at_both_levels():
+    from actionkit.registry import ConfigError
+
+    for key in ("data.defer_normalize", "data.test_dataloader.defer_normalize"):
+        with pytest.raises(ConfigError) as info:
+            load_config(RECOGNITION_CFG, [f"{key}='yes'"])
+        assert key in str(info.value) and "i3d_r18_tiny" in str(info.value)
+    assert load_config(RECOGNITION_CFG, ["data.test_dataloader.defer_normalize=False"]) \
+        .data.test_dataloader.defer_normalize is False
