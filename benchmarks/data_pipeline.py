@@ -111,7 +111,7 @@ def _process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-# what the main process does with each batch: the loader's key -> (Normalize after the copy, main-process work, row name)
+# what the main process does with each batch: key -> (Normalize after the copy, main-process work, row name)
 STAGES = {
     "device": (True, "copy", "full pipeline, uint8 to the device (normalised there)"),
     "main": (True, "normalise", "full pipeline, uint8, normalised in main"),
