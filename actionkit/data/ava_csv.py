@@ -260,7 +260,7 @@ class _RawRows:
             mask = np.zeros(len(self.lineno), bool)
             mask[rows] = True
             df = df.filter(pl.Series(mask))
-        boxes = np.ascontiguousarray(df.select(_BOX_NAMES).to_numpy(), np.float64)  # rows are gathered later
+        boxes = df.select(_BOX_NAMES).to_numpy().astype(np.float64, copy=False)
         eighth = df["score"].fill_null(default).to_numpy()
         return boxes, eighth
 

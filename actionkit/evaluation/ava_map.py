@@ -86,13 +86,34 @@ def _key_mask(keys: Sequence[str], members) -> np.ndarray:
     return np.array([k in members for k in keys], bool).reshape(-1)
 
 
+def _runs_of(sorted_codes: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``codes``: the start of its run of equal values in ``sorted_codes`` and the run's length (0 when
+    absent, as for the code -1)."""
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    values = sorted_codes[starts]
+    lengths = np.diff(np.r_[starts, len(sorted_codes)])
+    pos = np.minimum(np.searchsorted(values, codes), len(values) - 1)
+    found = values[pos] == codes
+    return starts[pos], np.where(found, lengths[pos], 0)
+
+
 def _iou_pairs(d: np.ndarray, g: np.ndarray) -> np.ndarray:
-    """IoU of paired boxes (x1, y1, x2, y2), with the reference's operation order (np_box_list_ops.iou)."""
-    ih = np.maximum(0.0, np.minimum(d[:, 3], g[:, 3]) - np.maximum(d[:, 1], g[:, 1]))
-    iw = np.maximum(0.0, np.minimum(d[:, 2], g[:, 2]) - np.maximum(d[:, 0], g[:, 0]))
+    """IoU of paired boxes ``d[i]``, ``g[i]`` (x1, y1, x2, y2), with the reference's operation order."""
+    return _iou_candidates(d, np.ones(len(d), np.int64), g, np.arange(len(g)))
+
+
+def _iou_candidates(d: np.ndarray, counts: np.ndarray, g: np.ndarray, pg: np.ndarray) -> np.ndarray:
+    """IoU of each detection box ``d[i]`` (x1, y1, x2, y2) with its ``counts[i]`` candidate GT boxes ``g[pg]``
+    (consecutive in ``pg``), with the reference's operation order (np_box_list_ops.iou)."""
+    def rep(v: np.ndarray) -> np.ndarray:
+        return np.repeat(v, counts)
+
+    gc = [np.ascontiguousarray(g[:, j])[pg] for j in range(4)]
+    ih = np.maximum(0.0, np.minimum(rep(d[:, 3]), gc[3]) - np.maximum(rep(d[:, 1]), gc[1]))
+    iw = np.maximum(0.0, np.minimum(rep(d[:, 2]), gc[2]) - np.maximum(rep(d[:, 0]), gc[0]))
     inter = ih * iw
-    a1 = (d[:, 3] - d[:, 1]) * (d[:, 2] - d[:, 0])
-    a2 = (g[:, 3] - g[:, 1]) * (g[:, 2] - g[:, 0])
+    a1 = rep((d[:, 3] - d[:, 1]) * (d[:, 2] - d[:, 0]))
+    a2 = ((g[:, 3] - g[:, 1]) * (g[:, 2] - g[:, 0]))[pg]
     return inter / (a1 + a2 - inter)
 
 
@@ -194,23 +215,21 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     has = d_gkey >= 0
     if nd and len(g_code):
         code = np.where(has, d_lab * nk + d_gkey, -1)
-        lo = np.searchsorted(g_code, code, "left")
-        hi = np.searchsorted(g_code, code, "right")
-        ng = np.where(has, hi - lo, 0)
+        lo, ng = _runs_of(g_code, code)
         di = np.flatnonzero(ng > 0)
         if len(di):
             cnt = ng[di]
             seg = np.zeros(len(di), np.int64)
             np.cumsum(cnt[:-1], out=seg[1:])
             tot = int(cnt.sum())
-            pd = np.repeat(np.arange(len(di)), cnt)
-            local = np.arange(tot) - seg[pd]
-            pg = lo[di][pd] + local
-            # boxes only of the detections that have candidate GT boxes (one gather, not one per detection)
-            ious = _iou_pairs(det.boxes[dorder[di[pd]]], g_boxes[pg])
+            lo_d = lo[di]
+            local = np.arange(tot) - np.repeat(seg, cnt)
+            pg = np.repeat(lo_d, cnt) + local
+            # boxes only of the detections that have candidate GT boxes, each repeated over its candidates
+            ious = _iou_candidates(det.boxes[dorder[di]], cnt, g_boxes, pg)
             mx = np.maximum.reduceat(ious, seg)
-            first_max = np.minimum.reduceat(np.where(ious == mx[pd], local, tot), seg)
-            best = lo[di] + first_max
+            first_max = np.minimum.reduceat(np.where(ious == np.repeat(mx, cnt), local, tot), seg)
+            best = lo_d + first_max
             cand = mx >= iou
             ci = np.flatnonzero(cand)
             _, fi = np.unique(best[ci], return_index=True)
