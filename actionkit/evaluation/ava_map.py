@@ -198,8 +198,8 @@ def evaluate_rows(gt: AVARows, det: AVARows, categories: Sequence[Mapping], excl
     key_rank = np.empty(nkd, np.int64)
     key_rank[np.argsort(first, kind="stable")] = np.arange(nkd)
     dorder = reference_order(det, dsel, key_rank, mode, capacity, stats)
-    b = det.boxes[dorder]
-    valid = (b[:, 1] < b[:, 3]) & (b[:, 0] < b[:, 2])
+    b = det.boxes
+    valid = ((b[:, 1] < b[:, 3]) & (b[:, 0] < b[:, 2]))[dorder]
     stats["det_rows_invalid_box"] = int((~valid).sum())
     dorder = dorder[valid]
     dorder = dorder[np.argsort(det.labels[dorder].astype(lab_t), kind="stable")]  # (class, key rank, within)
