@@ -292,3 +292,23 @@ def test_compose_runs_exactly_the_configured_transforms():
         assert np.array_equal(a['imgs'], b['imgs'])
         assert a['input_shape'] == b['input_shape']
     assert Compose([lambda r: None, lambda r: 1 / 0])({}) is None  # a step returning None stops the chain
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.parametrize("crop", ["ThreeCrop", "TenCrop"])
+def test_format_shape_reads_a_list_of_crop_views_like_the_stacked_clip(crop, dtype):
+    """Multi-view crops hand on per-frame views (flipped ones for TenCrop); FormatShape gives the same
+    [V, C, L, H, W] clip from them as from the stacked array."""
+    from actionkit.data.pipeline import FormatShape
+    from actionkit.data.transforms import TenCrop, ThreeCrop
+
+    rng = np.random.default_rng(0)
+    x = (rng.integers(0, 256, (2 * 4, 40, 52, 3))).astype(dtype)
+    op = ThreeCrop(40) if crop == "ThreeCrop" else TenCrop(32)
+    r = op({"imgs": x, "img_shape": (40, 52), "num_clips": 2, "clip_len": 4})
+    assert isinstance(r["imgs"], list)
+    stacked = dict(r, imgs=np.stack(r["imgs"]))
+    from_list = FormatShape("NCTHW")(dict(r))["imgs"]
+    from_array = FormatShape("NCTHW")(stacked)["imgs"]
+    assert from_list.dtype == dtype and from_list.flags.c_contiguous
+    np.testing.assert_array_equal(from_list, from_array)

@@ -276,16 +276,19 @@ def test_center_crop():
 def test_three_crop_offsets_and_order():
     x = noise_clip(4, 256, 340)
     r = ThreeCrop(256)(res(x))
-    assert r["imgs"].shape == (12, 256, 256, 3) and r["img_shape"] == (256, 256)
+    # a list of per-frame views, as MMAction2 hands it on: nothing copied before FormatShape
+    assert isinstance(r["imgs"], list) and all(np.shares_memory(f, x) for f in r["imgs"])
+    imgs = np.stack(r["imgs"])
+    assert imgs.shape == (12, 256, 256, 3) and r["img_shape"] == (256, 256)
     for k, off in enumerate([0, 84, 42]):  # [0, 2*w_step, w_step], w_step = 42
-        np.testing.assert_array_equal(r["imgs"][4 * k:4 * k + 4], x[:, :, off:off + 256])
+        np.testing.assert_array_equal(imgs[4 * k:4 * k + 4], x[:, :, off:off + 256])
     assert r["crop_bbox"].shape == (12, 4)
     np.testing.assert_array_equal(r["crop_bbox"][4], [84, 0, 340, 256])
     # portrait: along y
     x = noise_clip(2, 340, 256)
-    r = ThreeCrop(256)(res(x))
+    imgs = np.stack(ThreeCrop(256)(res(x))["imgs"])
     for k, off in enumerate([0, 84, 42]):
-        np.testing.assert_array_equal(r["imgs"][2 * k:2 * k + 2], x[:, off:off + 256])
+        np.testing.assert_array_equal(imgs[2 * k:2 * k + 2], x[:, off:off + 256])
     with pytest.raises(ValueError):
         ThreeCrop(224)(res(noise_clip(1, 256, 340)))
     with pytest.raises(ValueError, match="boxes|gt_bboxes"):
@@ -295,6 +298,7 @@ def test_three_crop_offsets_and_order():
 def test_ten_crop():
     x = noise_clip(2, 256, 340)
     r = TenCrop(224)(res(x))
+    r["imgs"] = np.stack(r["imgs"])
     assert r["imgs"].shape == (20, 224, 224, 3)
     w_step, h_step = (340 - 224) // 4, (256 - 224) // 4
     offs = [(0, 0), (4 * w_step, 0), (0, 4 * h_step), (4 * w_step, 4 * h_step), (2 * w_step, 2 * h_step)]

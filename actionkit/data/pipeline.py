@@ -98,27 +98,44 @@ def _split_into(out: np.ndarray, v: int, t: int, frame: np.ndarray, reverse: boo
         raise RuntimeError("cv2.split did not write into the given planes (unexpected OpenCV behaviour)")
 
 
-def clip_to_ncthw(imgs: np.ndarray, clip_len: int, reverse_channels: bool = False,
+def _is_rgb_frame_list(imgs: Any) -> bool:
+    """A non-empty list / tuple of ``[H, W, 3]`` uint8 or float32 arrays of one shape and dtype."""
+    if not isinstance(imgs, (list, tuple)) or not imgs or not isinstance(imgs[0], np.ndarray):
+        return False
+    first = imgs[0]
+    return (first.ndim == 3 and first.shape[2] == 3 and first.dtype in (np.uint8, np.float32)
+            and all(isinstance(f, np.ndarray) and f.shape == first.shape and f.dtype == first.dtype for f in imgs))
+
+
+def clip_to_ncthw(imgs: np.ndarray | Sequence[np.ndarray], clip_len: int, reverse_channels: bool = False,
                   out: np.ndarray | None = None) -> np.ndarray:
-    """``[V*L, H, W, C]`` (any view) -> C-contiguous ``[V, C, L, H, W]`` (``FormatShape('NCTHW')``'s layout).
+    """``[V*L, H, W, C]`` (any view, or a list of ``V*L`` frames ``[H, W, 3]``) -> C-contiguous
+    ``[V, C, L, H, W]`` (``FormatShape('NCTHW')``'s layout).
 
     3-channel uint8/float32 clips are split frame by frame with ``cv2.split`` straight into the output planes,
     undoing crop/flip views on the way (one pass over the pixels); other clips go through numpy's transpose
     (the same values).  ``reverse_channels`` gives the channels in reverse order (``to_bgr``).  ``out``:
     where to write (C-contiguous, of that shape and dtype); a new array when None.
     """
-    m, h, w, c = imgs.shape
+    if isinstance(imgs, (list, tuple)):
+        if not _is_rgb_frame_list(imgs):
+            imgs = np.stack([np.asarray(i) for i in imgs])
+    if isinstance(imgs, (list, tuple)):
+        m, (h, w, c), dtype = len(imgs), imgs[0].shape, imgs[0].dtype
+    else:
+        (m, h, w, c), dtype = imgs.shape, imgs.dtype
+    imgs_dtype = dtype
     views = m // clip_len
     if out is None:
-        out = np.empty((views, c, clip_len, h, w), dtype=imgs.dtype)
-    elif out.shape != (views, c, clip_len, h, w) or out.dtype != imgs.dtype or not out.flags.c_contiguous:
-        raise ValueError(f"clip_to_ncthw: out must be C-contiguous {imgs.dtype} {(views, c, clip_len, h, w)}, "
+        out = np.empty((views, c, clip_len, h, w), dtype=imgs_dtype)
+    elif out.shape != (views, c, clip_len, h, w) or out.dtype != imgs_dtype or not out.flags.c_contiguous:
+        raise ValueError(f"clip_to_ncthw: out must be C-contiguous {imgs_dtype} {(views, c, clip_len, h, w)}, "
                          f"got {out.dtype} {out.shape}")
-    if c != 3 or imgs.dtype not in (np.uint8, np.float32) or m == 0:
+    if c != 3 or imgs_dtype not in (np.uint8, np.float32) or m == 0:
         x = imgs.reshape(views, clip_len, h, w, c).transpose(0, 4, 1, 2, 3)
         np.copyto(out, x[:, ::-1] if reverse_channels else x)
         return out
-    scratch = np.empty((h, w, c), dtype=imgs.dtype)
+    scratch = np.empty((h, w, c), dtype=imgs_dtype)
     for i in range(m):
         _split_into(out, *divmod(i, clip_len), imgs[i], reverse_channels, scratch, check=i == 0)
     return out
@@ -298,6 +315,11 @@ class FormatShape:
 
     def __call__(self, results: dict) -> dict:
         imgs = results["imgs"]
+        if self.input_format == "NCTHW" and _is_rgb_frame_list(imgs):
+            # a list of per-frame views (multi-view crops): read once, straight into the output layout
+            results["imgs"] = imgs = self.collapse_views(clip_to_ncthw(imgs, self.ncthw_clip_len(results, len(imgs))))
+            results["input_shape"] = imgs.shape
+            return results
         if not isinstance(imgs, np.ndarray):
             imgs = np.stack([np.asarray(i) for i in imgs])
         if imgs.ndim != 4:

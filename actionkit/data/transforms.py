@@ -244,7 +244,10 @@ class FlipFrames(FrameOp):
 class MultiCropFrames(FrameOp):
     """Several ``crop_w`` x ``crop_h`` windows (each followed by its horizontal flip when ``with_flip``).
 
-    The clip comes out crop-major (all frames of view 0, then view 1, ...), materialised.
+    The clip comes out crop-major (all frames of view 0, then view 1, ...) as a list of per-frame views of the
+    input (MMAction2's ``ThreeCrop`` / ``TenCrop`` also hand on a list): nothing is copied here, so that
+    ``FormatShape`` reads each view once into the model's layout.  A later transform that needs one array stacks
+    the list (``_get_clip``).
     """
 
     def __init__(self, offsets: Sequence[tuple[int, int]], crop_w: int, crop_h: int, with_flip: bool):
@@ -263,12 +266,8 @@ class MultiCropFrames(FrameOp):
     def num_views(self) -> int:
         return len(self.offsets) * (2 if self.with_flip else 1)
 
-    def apply_clip(self, imgs: np.ndarray) -> np.ndarray:
-        m = imgs.shape[0]
-        out = np.empty((self.num_views * m, self.crop_h, self.crop_w) + imgs.shape[3:], dtype=imgs.dtype)
-        for k, view in enumerate(self._windows(imgs)):
-            out[k * m:(k + 1) * m] = view
-        return out
+    def apply_clip(self, imgs: np.ndarray) -> list[np.ndarray]:
+        return [frame for view in self._windows(imgs) for frame in view]
 
 
 def _apply_plan(results: dict, op: FrameOp | None) -> dict:
