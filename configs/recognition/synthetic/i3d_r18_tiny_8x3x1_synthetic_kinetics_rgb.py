@@ -25,7 +25,7 @@ model = dict(
         num_classes=4,
         in_channels=64,
         spatial_type='avg',
-        dropout_ratio=0.2,
+        dropout_ratio=0.0,  # see the optimizer below
         init_std=0.01),
     train_cfg=None,
     test_cfg=dict(average_clips='prob'))
@@ -78,7 +78,7 @@ test_pipeline = [
     dict(type='ToTensor', keys=['imgs'])
 ]
 data = dict(
-    videos_per_gpu=8,
+    videos_per_gpu=16,
     workers_per_gpu=0,
     val_dataloader=dict(videos_per_gpu=8),
     test_dataloader=dict(videos_per_gpu=4),
@@ -98,8 +98,12 @@ data = dict(
         data_prefix=data_root_val,
         pipeline=test_pipeline))
 
-# optimizer: 8 videos per batch on one process
-optimizer = dict(type='SGD', lr=0.01, momentum=0.9, weight_decay=0.0001)
+# optimizer: 16 videos per batch on one process.  AdamW, no dropout in the head: trained from scratch with
+# MMAction2's SGD (lr 0.01, momentum 0.9) and 8 videos per batch, each step moved the classifier by ~10-20 % of its
+# norm but the convolutions by 0.01-0.8 % of theirs, so the head chased every batch (loss above ln 4) while the
+# motion features stayed put, and motion learning began after 1 to more than 10 epochs depending on the seed.
+# AdamW's per-parameter steps move every layer at the same pace; dropout before fc_cls (0.2) delayed it further.
+optimizer = dict(type='AdamW', lr=0.002, weight_decay=0.0001)
 optimizer_config = dict(grad_clip=dict(max_norm=40, norm_type=2))
 lr_config = dict(
     policy='CosineAnnealing',
