@@ -65,7 +65,7 @@ def run(cfg: Any, batches: list, warmup: int, seed: int) -> dict[str, dict[str, 
     from actionkit.engine.optim import build_optimizer, clip_grads
     from actionkit.engine.schedule import LrScheduler
     from actionkit.engine.test import autocast_context
-    from actionkit.engine.train import parse_losses
+    from actionkit.engine.trainer import parse_losses
 
     torch.manual_seed(seed)
     initial = build_model(cfg, init_weights=True)

@@ -75,3 +75,29 @@ def markdown_rows(text: str, header_starts: tuple[str, ...]) -> list[list[str]]:
     headers = tuple(f"| {h}" for h in header_starts)
     return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines()
             if line.startswith("| ") and not line.startswith(headers)]
+
+
+def synthetic_ava_options(root: Path, info: dict, splits: dict[str, str], extra: dict | None = None) -> list[str]:
+    """``--cfg-options`` pointing an AVA config's ``data.<key>`` (``splits``: config key -> generator split) at
+    data written by ``actionkit.synthetic.ava.make_ava(root, ...)`` (``info`` is what it returned)."""
+    opts: dict = dict(extra or {})
+    for key, split in splits.items():
+        s = info["splits"][split]
+        opts.update({f"data.{key}.ann_file": str(root / s["ann_file"]),
+                     f"data.{key}.exclude_file": str(root / s["exclude_file"]),
+                     f"data.{key}.proposal_file": str(root / s["proposal_file_npz"]),
+                     f"data.{key}.label_file": str(root / info["label_file"]),
+                     f"data.{key}.data_prefix": str(root / info["rawframes_dir"])})
+        for k in ("fps", "timestamp_start", "timestamp_end"):
+            opts[f"data.{key}.{k}"] = info["dataset_args"][k]
+    return [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in opts.items()]
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a busy 2-core machine two OpenMP threads are many times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+

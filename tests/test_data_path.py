@@ -22,7 +22,7 @@ from actionkit.registry import DATASETS
 from actionkit.synthetic.ava import make_ava
 from actionkit.synthetic.kinetics import make_kinetics
 
-from conftest import REPO
+from conftest import REPO, synthetic_ava_options
 
 RECOGNITION_CFG = REPO / "configs/recognition/synthetic/i3d_r18_tiny_8x3x1_synthetic_kinetics_rgb.py"
 DETECTION_CFG = REPO / "configs/detection/synthetic/slowonly_r18_tiny_4x4x1_synthetic_ava_rgb.py"
@@ -47,17 +47,7 @@ def ava_cfg(tmp_path_factory):
     root = tmp_path_factory.mktemp("data_path_ava")
     info = make_ava(root, seed=4, num_train=1, num_val=1, num_keyframes=5, margin_s=1, actors=(2, 3),
                     write_videos=False)
-    opts: dict = {"data.workers_per_gpu": 0, "data.videos_per_gpu": 2, "data.val_dataloader.videos_per_gpu": 2}
-    for key, split in (("train", "train"), ("val", "val")):
-        s = info["splits"][split]
-        opts.update({f"data.{key}.ann_file": str(root / s["ann_file"]),
-                     f"data.{key}.exclude_file": str(root / s["exclude_file"]),
-                     f"data.{key}.proposal_file": str(root / s["proposal_file_npz"]),
-                     f"data.{key}.label_file": str(root / info["label_file"]),
-                     f"data.{key}.data_prefix": str(root / info["rawframes_dir"])})
-        for k in ("fps", "timestamp_start", "timestamp_end"):
-            opts[f"data.{key}.{k}"] = info["dataset_args"][k]
-    return load_config(DETECTION_CFG, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in opts.items()])
+    return load_config(DETECTION_CFG, synthetic_ava_options(root, info, {"train": "train", "val": "val"}, {"data.workers_per_gpu": 0, "data.videos_per_gpu": 2, "data.val_dataloader.videos_per_gpu": 2}))
 
 
 def build(cfg, split):

@@ -311,7 +311,7 @@ def test_sigkill_mid_training_then_resume_equals_uninterrupted(tmp_path):
 
 
 def test_precise_bn_recomputes_running_stats():
-    from actionkit.engine.train import precise_bn
+    from actionkit.engine.hooks import precise_bn
 
     torch.manual_seed(0)
     model = EngineTestRecognizer(dropout=0.0)
@@ -397,7 +397,7 @@ def test_collate_chosen_by_dataset():
 
 
 def test_evaluation_schedule_like_mmcv():
-    from actionkit.engine.train import _should_evaluate
+    from actionkit.engine.hooks import should_evaluate as _should_evaluate
 
     assert [e + 1 for e in range(10) if _should_evaluate(e, 5, None)] == [5, 10]
     assert [e + 1 for e in range(22) if _should_evaluate(e, 1, 18)] == [18, 19, 20, 21, 22]

@@ -26,7 +26,7 @@ import actionkit.utils as ak_utils
 from actionkit.checkpoint import CheckpointError, load_checkpoint, safe_load, save_checkpoint
 from actionkit.cli.test import main as run_test_main
 from actionkit.cli.train import main as train_main
-from actionkit.engine.train import NonFiniteTrainingError
+from actionkit.engine.trainer import NonFiniteTrainingError
 from actionkit.registry import DATASETS, MODELS, ConfigError
 from actionkit.utils import (WorkDirLock, WorkDirLockedError, atomic_save_text, ensure_directory,
                              remove_stale_temp_files)

@@ -30,7 +30,7 @@ from actionkit.engine.fast import (FastInferenceModel, FastPathOptions, can_comp
 from actionkit.engine.test import single_gpu_test
 from actionkit.engine.loaders import build_test_loader
 from actionkit.registry import DATASETS, ConfigError
-from conftest import load_benchmark_script, markdown_rows
+from conftest import load_benchmark_script, markdown_rows, synthetic_ava_options
 
 REPO = Path(__file__).resolve().parents[1]
 RECOGNITION_CFG = REPO / "configs/recognition/synthetic/i3d_r18_tiny_8x3x1_synthetic_kinetics_rgb.py"
@@ -73,17 +73,7 @@ def ava_cfg(tmp_path_factory):
     root = tmp_path_factory.mktemp("fast_ava")
     info = make_ava(root, seed=5, num_train=1, num_val=8, num_keyframes=8, margin_s=1, actors=(3, 4),
                     write_videos=False)
-    opts: dict = {"data.workers_per_gpu": 0, "data.test_dataloader.videos_per_gpu": 4, "data.videos_per_gpu": 4}
-    for key, split in (("train", "train"), ("test", "val")):
-        s = info["splits"][split]
-        opts.update({f"data.{key}.ann_file": str(root / s["ann_file"]),
-                     f"data.{key}.exclude_file": str(root / s["exclude_file"]),
-                     f"data.{key}.proposal_file": str(root / s["proposal_file_npz"]),
-                     f"data.{key}.label_file": str(root / info["label_file"]),
-                     f"data.{key}.data_prefix": str(root / info["rawframes_dir"])})
-        for k in ("fps", "timestamp_start", "timestamp_end"):
-            opts[f"data.{key}.{k}"] = info["dataset_args"][k]
-    return load_config(DETECTION_CFG, [f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in opts.items()])
+    return load_config(DETECTION_CFG, synthetic_ava_options(root, info, {"train": "train", "test": "val"}, {"data.workers_per_gpu": 0, "data.test_dataloader.videos_per_gpu": 4, "data.videos_per_gpu": 4}))
 
 
 def _model_and_loader(cfg, seed: int):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -23,14 +22,6 @@ LFB_NL_CFG = SYN / "lfb_nl_slowonly_r18_tiny_4x4x1_synthetic_ava_lt_rgb.py"
 LT_CFGS = sorted(SYN.glob("*synthetic_ava_lt*.py"))
 BANK_DIR = Path("data/synthetic_ava_lt/lfb")
 
-
-@pytest.fixture
-def one_thread():
-    """One torch thread: on a busy 2-core machine two OpenMP threads are many times slower."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture

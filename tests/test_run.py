@@ -96,13 +96,6 @@ def _listed_options(help_text: str) -> set[str]:
     return set(re.findall(r"(?<![\w-])(--?[a-z][a-z_-]*)", help_text))
 
 
-@pytest.fixture
-def one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
 
 # ------------------------------------------------------------------------------------------------ parsers
 @pytest.mark.parametrize("name, module, expected", [("train", cli_train, TRAIN_OPTIONS),

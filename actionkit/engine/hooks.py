@@ -25,12 +25,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from ..checkpoint import copy_checkpoint
+from ..checkpoint import copy_checkpoint, unwrap_model
 from ..registry import ConfigError
 from .distributed import broadcast_object, is_dist
 from .loaders import build_precise_bn_loader
 from .logging import TrainLogger
-from .test import autocast_context, model_device, multi_gpu_test, prepare_batch, single_gpu_test, unwrap_model
+from .test import autocast_context, model_device, multi_gpu_test, prepare_batch, single_gpu_test
 from .trainer import HookBase, Trainer
 
 __all__ = ["LoggerHook", "PreciseBNHook", "CheckpointHook", "EvalHook", "precise_bn", "evaluate_dataset",

@@ -229,7 +229,8 @@ def test(cfg: Config | Mapping, checkpoint: str | os.PathLike, *, out: str | os.
     logger = get_logger(None)
     from .loaders import build_test_loader
     from .test import multi_gpu_test, single_gpu_test
-    from .train import build_dataset, evaluate_dataset
+    from .hooks import evaluate_dataset
+    from .train import build_dataset
 
     if "data" not in cfg or "test" not in cfg.data:
         raise cfg.error("is required but missing", "data.test")

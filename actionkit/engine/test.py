@@ -8,13 +8,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..checkpoint import unwrap_model
 from ..data.preprocess import apply_batch_normalize
 from .distributed import collect_results, get_dist_info
 from .logging import progress
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    return model.module if hasattr(model, "module") and isinstance(model.module, nn.Module) else model
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -29,20 +29,16 @@ from ..utils import WorkDirLock, WorkDirLockedError, ensure_directory, remove_st
 from ..checkpoint import (CheckpointError, check_finite, extract_state_dict, load_checkpoint, load_state_dict,
                          safe_load, set_rng_state)
 from .distributed import broadcast_object, get_dist_info, is_dist, sync_random_seed
-from .hooks import CheckpointHook, EvalHook, LoggerHook, PreciseBNHook, evaluate_dataset, precise_bn
-from .hooks import should_evaluate as _should_evaluate  # noqa: F401 - the name tests/test_engine.py imports
+from .hooks import CheckpointHook, EvalHook, LoggerHook, PreciseBNHook, evaluate_dataset
 from .loaders import build_test_loader, build_train_loader
 from .logging import TrainLogger, get_logger
 from .optim import build_optimizer
 from .schedule import LrScheduler
 from .test import multi_gpu_test, single_gpu_test
-from .trainer import HookBase, NonFiniteTrainingError, Trainer, parse_losses
+from .trainer import HookBase, Trainer
 
-# NonFiniteTrainingError, parse_losses (trainer.py), precise_bn and evaluate_dataset (hooks.py) are re-exported:
-# ``from actionkit.engine.train import ...`` keeps working for the names that moved
 __all__ = ["train_model", "build_dataset", "set_random_seed", "set_deterministic", "resume_position",
-           "load_optimizer_state", "resume_training", "NonFiniteTrainingError", "parse_losses", "precise_bn",
-           "evaluate_dataset", "DEFAULT_MAX_NONFINITE_LOSSES"]
+           "load_optimizer_state", "resume_training", "DEFAULT_MAX_NONFINITE_LOSSES"]
 
 # config ``max_nonfinite_losses``: this many consecutive iterations with a NaN / Inf loss stop training
 DEFAULT_MAX_NONFINITE_LOSSES = 3
@@ -211,7 +207,7 @@ def train_model(model: nn.Module, datasets: Sequence[Any] | Any, cfg: Mapping, d
     :class:`~actionkit.utils.WorkDirLockedError` when another live run holds it) and cleared of temporary files
     that killed writes left; an iteration with a NaN / Inf loss skips its update and ``max_nonfinite_losses``
     (default :data:`DEFAULT_MAX_NONFINITE_LOSSES`) consecutive ones, or non-finite weights at a checkpoint,
-    raise :class:`NonFiniteTrainingError`; ``resume_from`` is strict (:class:`CheckpointError` listing the keys)
+    raise :class:`~actionkit.engine.trainer.NonFiniteTrainingError`; ``resume_from`` is strict (:class:`CheckpointError` listing the keys)
     and handles another number of iterations per epoch as :func:`resume_position` says.
     """
     timestamp = timestamp or time.strftime("%Y%m%d_%H%M%S", time.localtime())

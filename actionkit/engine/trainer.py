@@ -20,11 +20,11 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..checkpoint import get_rng_state, nonfinite_tensors, save_checkpoint
+from ..checkpoint import get_rng_state, nonfinite_tensors, save_checkpoint, unwrap_model
 from .distributed import all_gather_object, get_dist_info, is_dist, reduce_mean
 from .optim import clip_grads
 from .schedule import LrScheduler
-from .test import autocast_context, prepare_batch, unwrap_model
+from .test import autocast_context, prepare_batch
 
 __all__ = ["NonFiniteTrainingError", "training_stopped", "parse_losses", "HookBase", "Trainer"]
 
