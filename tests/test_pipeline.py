@@ -299,7 +299,6 @@ def test_compose_runs_exactly_the_configured_transforms():
 def test_format_shape_reads_a_list_of_crop_views_like_the_stacked_clip(crop, dtype):
     """Multi-view crops hand on per-frame views (flipped ones for TenCrop); FormatShape gives the same
     [V, C, L, H, W] clip from them as from the stacked array."""
-    from actionkit.data.pipeline import FormatShape
     from actionkit.data.transforms import TenCrop, ThreeCrop
 
     rng = np.random.default_rng(0)
