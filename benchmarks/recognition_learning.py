@@ -8,8 +8,13 @@ shuffled in time (``ShuffleFrames``).  Prints a table of top-1 / mean-class accu
 predicted on the right axis of motion ("sense | axis") and wall times.  Chance is 1 / 4; shuffled clips still show
 the axis of motion but not its sense, so a trained model scores up to ~0.5 on them and ~0.5 "sense | axis".
 
+``--train-seeds 0 1 2 ...`` trains once per seed on the same data (``--seed`` makes the data) and prints one row per
+seed (the seed-robustness table of BENCHMARKS.md); ``--cfg-options`` changes the config for every run (e.g. another
+optimizer).
+
     python benchmarks/recognition_learning.py [--videos 800] [--val-videos 200] [--epochs 6] [--size 32]
-                                              [--seed 0] [--threads 2] [--out-dir DIR]
+                                              [--seed 0] [--train-seeds N ...] [--threads 2] [--out-dir DIR]
+                                              [--cfg-options KEY=VALUE ...]
 """
 from __future__ import annotations
 
@@ -76,6 +81,36 @@ def run_test(ckpt: Path, root: Path, name: str, extra: list[str]) -> tuple[dict,
     return res, wall
 
 
+def train_and_test(root: Path, work: Path, seed: int, epochs: int, validate_every: int,
+                   options: list[str]) -> dict:
+    """tools/train.py with ``seed`` for ``epochs`` epochs, then tools/test.py on the last checkpoint in order and
+    shuffled: the val records, both test results and the wall times."""
+    t = time.time()
+    train_main([str(CONFIG), "--work-dir", str(work), "--validate", "--seed", str(seed),
+                "--cfg-options", *data_options(root), f"total_epochs={epochs}", f"evaluation.interval={validate_every}",
+                f"checkpoint_config.interval={epochs}", *options])
+    t_train = time.time() - t
+    logs = sorted(work.glob("*.log.json"))
+    recs = [json.loads(line) for line in logs[-1].read_text().splitlines()]
+    ckpt = work / f"epoch_{epochs}.pth"
+    test_res, t_test = run_test(ckpt, root, "in_order", options)
+    shuf_res, t_shuf = run_test(ckpt, root, "shuffled",
+                                [*options, f"data.test.pipeline={shuffled_test_pipeline()!r}"])
+    return dict(val=[r for r in recs if r.get("mode") == "val"], t_train=t_train, test=test_res, t_test=t_test,
+                shuffled=shuf_res, t_shuffled=t_shuf)
+
+
+def print_seed_rows(runs: dict[int, dict]) -> None:
+    print(f"| {'seed':>4} | {'val top-1':>9} | {'test top-1':>10} | {'shuffled top-1':>14} | "
+          f"{'sense | axis in order / shuffled':>32} | {'train s':>7} |")
+    print(f"|{'-' * 6}|{'-' * 11}|{'-' * 12}|{'-' * 16}|{'-' * 34}|{'-' * 9}|")
+    for seed, r in runs.items():
+        print(f"| {seed:>4} | {r['val'][-1]['top1_acc']:9.3f} | {r['test'].get('top1_acc', float('nan')):10.3f} | "
+              f"{r['shuffled'].get('top1_acc', float('nan')):14.3f} | "
+              f"{r['test']['direction_given_axis']:14.3f} / {r['shuffled']['direction_given_axis']:15.3f} | "
+              f"{r['t_train']:7.1f} |")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--videos", type=int, default=800, help="training clips")
@@ -83,34 +118,36 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=6)
     p.add_argument("--size", type=int, default=32, help="frame size of the generated clips (square)")
     p.add_argument("--frames", type=int, default=32, help="frames per generated clip")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the data (and of training without --train-seeds)")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=None,
+                   help="train once per seed on the same data and print a row per seed")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     p.add_argument("--out-dir", default=None, help="keep data and work dir here (default: a temp dir)")
+    p.add_argument("--cfg-options", nargs="+", default=[], help="config overrides for every run")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
 
     with contextlib.ExitStack() as stack:
         base = Path(args.out_dir) if args.out_dir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         base.mkdir(parents=True, exist_ok=True)
-        root, work = base / "synthetic_kinetics", base / "work"
+        root = base / "synthetic_kinetics"
         t = time.time()
         make_kinetics(root, seed=args.seed, num_videos=args.videos, num_val_videos=args.val_videos,
                       num_frames=args.frames, size=(args.size, args.size), write_videos=False)
         t_gen = time.time() - t
-
-        t = time.time()
-        train_main([str(CONFIG), "--work-dir", str(work), "--validate", "--seed", str(args.seed),
-                    "--cfg-options", *data_options(root), f"total_epochs={args.epochs}", "evaluation.interval=1",
-                    f"checkpoint_config.interval={args.epochs}"])
-        t_train = time.time() - t
-        logs = sorted(work.glob("*.log.json"))
-        recs = [json.loads(line) for line in logs[-1].read_text().splitlines()]
-        val = [r for r in recs if r.get("mode") == "val"]
-        batch = int(load_config(CONFIG).data.videos_per_gpu)
-        iters = args.epochs * (args.videos // batch)  # drop_last
-        ckpt = work / f"epoch_{args.epochs}.pth"
-        test_res, t_test = run_test(ckpt, root, "in_order", [])
-        shuf_res, t_shuf = run_test(ckpt, root, "shuffled", [f"data.test.pipeline={shuffled_test_pipeline()!r}"])
+        if args.train_seeds is not None:
+            runs = {s: train_and_test(root, base / f"work_seed{s}", s, args.epochs, args.epochs, args.cfg_options)
+                    for s in args.train_seeds}
+            print(f"\ntiny I3D ({CONFIG.name}), synthetic Kinetics {args.videos} train / {args.val_videos} val clips "
+                  f"(data seed {args.seed}), {args.epochs} epochs, {args.threads} torch threads, "
+                  f"options: {' '.join(args.cfg_options) or 'none'}")
+            print_seed_rows(runs)
+            return 0
+        run = train_and_test(root, base / "work", args.seed, args.epochs, 1, args.cfg_options)
+    val, t_train = run["val"], run["t_train"]
+    test_res, t_test, shuf_res, t_shuf = run["test"], run["t_test"], run["shuffled"], run["t_shuffled"]
+    batch = int(load_config(CONFIG).data.videos_per_gpu)
+    iters = args.epochs * (args.videos // batch)  # drop_last
 
     print()
     print(f"tiny I3D ({CONFIG.name}), synthetic Kinetics {args.videos} train / {args.val_videos} val clips "
