@@ -541,7 +541,9 @@ def test_main_prints_and_writes_json(tmp_path, capsys):
 
 @pytest.mark.parametrize("capacity", [50, 0, 3])
 def test_vectorised_heaps_equal_heapq(capacity):
-    """Per keyframe, the kept detections and their order equal heapq push/heapreplace + sorted(key=-score)."""
+    """Per keyframe, the kept detections equal heapq push/heapreplace + sorted(key=-score), and so does their
+    order wherever it can change the evaluation: descending score, and the boxes of one class at one score in the
+    reference's order (rows of different classes at one score may come in any order)."""
     rng = np.random.default_rng(capacity)
     n_keys = 40
     counts = rng.integers(1, 130, n_keys)
@@ -564,7 +566,11 @@ def test_vectorised_heaps_equal_heapq(capacity):
                 heapq.heappush(entries, t)
             elif t[0] > entries[0][0]:
                 heapq.heapreplace(entries, t)
-        assert got[k] == sorted(entries, key=lambda t: -t[0]), k
+        ref = sorted(entries, key=lambda t: -t[0])
+        assert sorted(got[k]) == sorted(ref), k
+        assert [t[0] for t in got[k]] == [t[0] for t in ref], k
+        for score, label in {t[:2] for t in ref}:
+            assert [t for t in got[k] if t[:2] == (score, label)] == [t for t in ref if t[:2] == (score, label)], k
 
 
 def test_sub_second_timestamps_are_distinct_keys_in_official_mode(tmp_path):
@@ -789,3 +795,39 @@ def test_heavily_tied_interleaved_file_equals_the_reference_exactly(tmp_path, mo
     assert all(r.per_class[c] == v for c, v in ref_pc.items() if not math.isnan(v))
     if mode == "official":
         assert r.stats["detections_over_capacity"] > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_closed_form_kept_rows_equal_heapq(seed):
+    """The rows the official heap keeps, computed without simulating it (``_kept_by_heap``: counts of arrivals
+    below / at / above the capacity-th score), equal heapq's on small keyframes with heavy ties and duplicates."""
+    rng = np.random.default_rng(seed)
+    n_keys = 300
+    capacity = int(rng.integers(1, 6))
+    counts = rng.integers(1, 4 * capacity + 3, n_keys)
+    key = rng.permutation(np.repeat(np.arange(n_keys), counts))
+    n = len(key)
+    scores = rng.integers(1, 4, n) / 10.0
+    labels = rng.integers(1, 4, n)
+    boxes = np.sort(rng.integers(0, 2, (n, 4)) / 2.0, axis=1)
+    rows = ava_map.AVARows("mem", "official", [str(k) for k in range(n_keys)], key, boxes, labels, scores,
+                           np.arange(1, n + 1))
+    idx = np.arange(n)
+    order = np.lexsort((-scores, key))
+    kr_o = key[order]
+    bounds = np.flatnonzero(np.r_[True, kr_o[1:] != kr_o[:-1], True])
+    keep = ava_order._kept_by_heap(rows, idx, key, order, kr_o, scores[order], bounds[:-1], np.diff(bounds),
+                                   capacity)
+    assert keep.sum() == np.minimum(counts, capacity).sum()
+    got = defaultdict(list)
+    for i in order[keep].tolist():
+        got[key[i]].append((scores[i], labels[i], boxes[i, 1], boxes[i, 0], boxes[i, 3], boxes[i, 2]))
+    for k in range(n_keys):
+        entries = []
+        for i in np.flatnonzero(key == k).tolist():
+            t = (scores[i], labels[i], boxes[i, 1], boxes[i, 0], boxes[i, 3], boxes[i, 2])
+            if len(entries) < capacity:
+                heapq.heappush(entries, t)
+            elif t[0] > entries[0][0]:
+                heapq.heapreplace(entries, t)
+        assert sorted(got[k]) == sorted(entries), k

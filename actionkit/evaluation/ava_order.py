@@ -175,90 +175,131 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
     del s_code
     if mode != "official":
         return order
-    # official: simulate the heap where its layout can matter, i.e. keys over capacity, or with two different
-    # boxes of one class at one score (their order decides the greedy matching); elsewhere the score order is it.
+    # official: which rows the heap keeps (closed form, below), then the heap's layout only where it can matter:
+    # two different boxes of one class at one score in one keyframe (their order decides the greedy matching; any
+    # other order among equal scores gives the same evaluation).
     kr_o = key_rank[rows.key[order]]
     s_o = rows.scores[order]
-    n = len(order)
     bounds = np.flatnonzero(np.r_[True, kr_o[1:] != kr_o[:-1], True])
-    gstart, gend = bounds[:-1], bounds[1:]
-    need = np.zeros(len(gstart), bool)
-    truncate = np.zeros(len(gstart), bool)
-    if capacity > 0:
-        # A full heap admits a row only when its score beats the root's, and the root's score never falls. So the
-        # kept rows are all rows scoring above the capacity-th best score t, plus some rows scoring exactly t: which
-        # ones depends on the heap, unless no row beyond the first ``capacity`` scores t (then the kept set is the
-        # top ``capacity`` by score and only tie order can still matter, checked below).
-        over = (gend - gstart) > capacity
-        oi = np.flatnonzero(over)
-        boundary_tied = s_o[gstart[oi] + capacity - 1] == s_o[gstart[oi] + capacity]
-        need[oi[boundary_tied]] = True
-        truncate[oi[~boundary_tied]] = True
-    tie = np.zeros(n, bool)
-    tie[1:] = (kr_o[1:] == kr_o[:-1]) & (s_o[1:] == s_o[:-1])
-    if tie.any():
-        run_head = ~tie
-        run_id = np.cumsum(run_head) - 1
-        in_tie = tie | np.r_[tie[1:], False]
-        t_rows = np.flatnonzero(in_tie)
-        code = run_id[t_rows] * (int(rows.labels.max()) + 1) + rows.labels[order[t_rows]]
-        srt = stable_argsort(code)
-        c_s = code[srt]
-        dup = np.flatnonzero(c_s[1:] == c_s[:-1])
-        if len(dup):
-            a = order[t_rows[srt[dup]]]
-            b = order[t_rows[srt[dup + 1]]]
-            diff_box = (rows.boxes[a] != rows.boxes[b]).any(1)
-            amb_pos = t_rows[srt[dup[diff_box]]]
-            grp = np.searchsorted(gstart, amb_pos, side="right") - 1
-            need[grp] = True
-    truncate &= ~need
-    if truncate.any():  # rows beyond the capacity of keys whose kept set is their top rows: never evaluated
-        ti = np.flatnonzero(truncate)
-        cut = np.zeros(n + 1, np.int64)
-        cut[gstart[ti] + capacity] = 1  # distinct positions: each inside its key's slice, before its end
-        cut[gend[ti]] = -1
-        dropped = np.cumsum(cut[:-1]) > 0
+    gstart, counts = bounds[:-1], np.diff(bounds)
+    if capacity > 0 and int(counts.max()) > capacity:
+        keep = _kept_by_heap(rows, idx, kr, order, kr_o, s_o, gstart, counts, capacity)
         if stats is not None:
-            stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + int(dropped.sum())
+            stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + int((~keep).sum())
+        order, kr_o, s_o = order[keep], kr_o[keep], s_o[keep]
+        kept_counts = np.minimum(counts, capacity)
+        kstart = np.zeros(len(counts), np.int64)
+        np.cumsum(kept_counts[:-1], out=kstart[1:])
     else:
-        dropped = None
+        kept_counts, kstart = counts, gstart
+    need = _keys_with_ambiguous_ties(rows, order, kr_o, s_o, kstart)
     if not need.any():
-        return order if dropped is None else order[~dropped]
+        return order
 
-    # the simulated keys: their rows in arrival (file) order, keys by decreasing count
+    # the simulated keys: all their rows in arrival (file) order, keys by decreasing count
     gsel = np.flatnonzero(need)
-    cnts = (gend - gstart)[gsel]
+    cnts = counts[gsel]
     kord = np.argsort(-cnts, kind="stable")
     gsel, cnts = gsel[kord], cnts[kord]
-    # rows of those keys in arrival (file) order, keys in the order of gsel
-    rank_of_kr = np.full(int(kr.max()) + 1, -1, np.int64)
-    rank_of_kr[kr_o[gstart[gsel]]] = np.arange(len(gsel))
-    row_rank = rank_of_kr[kr]                   # per selected row, in file order
-    in_sim = np.flatnonzero(row_rank >= 0)
-    seg_rows = idx[in_sim][stable_argsort(row_rank[in_sim])]
+    seg_rows = _rows_in_arrival_order(idx, kr, kr_o[kstart[gsel]])
     code, s_code = tuple_codes(rows.scores[seg_rows], rows.labels[seg_rows], rows.boxes[seg_rows])
     H, sizes = simulate_heaps(code, s_code, cnts, capacity)
     # sorted(entries, key=-score): stable over the heap array order
     filled = np.arange(H.shape[1])[None, :] < sizes[:, None]
     sk = np.where(filled, -s_code[np.maximum(H, 0)], np.iinfo(np.int64).max)
     H = np.take_along_axis(H, np.argsort(sk, axis=1, kind="stable"), axis=1)
-    # write each key's kept rows over the start of its slice of ``order``; drop the rest of the slice
+    # the heap holds the rows the closed form kept (sizes == kept_counts): write them over each key's slice
     out = order.copy()
-    keep = np.ones(n, bool)
-    starts_sel = gstart[gsel]
-    within = np.arange(H.shape[1])[None, :]
-    dest = (starts_sel[:, None] + within)[filled]
+    dest = (kstart[gsel][:, None] + np.arange(H.shape[1])[None, :])[filled]
     out[dest] = seg_rows[H[filled]]
-    drop = (within < cnts[:, None]) & ~filled if H.shape[1] >= int(cnts.max()) else None
-    if drop is not None:
-        keep[(starts_sel[:, None] + within)[drop]] = False
-    else:
-        over = np.flatnonzero(cnts > sizes)
-        for i in over.tolist():
-            keep[starts_sel[i] + sizes[i]:starts_sel[i] + cnts[i]] = False
-    if stats is not None:
-        stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + int((~keep).sum())
-    if dropped is not None:
-        keep &= ~dropped
-    return out[keep]
+    return out
+
+
+def _rows_in_arrival_order(idx: np.ndarray, kr: np.ndarray, key_ranks: np.ndarray) -> np.ndarray:
+    """The rows ``idx`` (file order, key rank ``kr``) of the keys ``key_ranks``: key after key in that order,
+    file order inside a key."""
+    rank_of_kr = np.full(int(kr.max()) + 1, -1, np.int64)
+    rank_of_kr[key_ranks] = np.arange(len(key_ranks))
+    row_rank = rank_of_kr[kr]
+    inside = np.flatnonzero(row_rank >= 0)
+    return idx[inside[stable_argsort(row_rank[inside])]]
+
+
+def _kept_by_heap(rows: AVARows, idx: np.ndarray, kr: np.ndarray, order: np.ndarray, kr_o: np.ndarray,
+                  s_o: np.ndarray, gstart: np.ndarray, counts: np.ndarray, capacity: int) -> np.ndarray:
+    """Which positions of ``order`` (keys in slices ``gstart``/``counts``, descending score inside) the official
+    ``read_csv`` heap keeps, without simulating it.
+
+    Let t be a key's capacity-th best score. Rows above t are always kept (the root's score never exceeds t), rows
+    below t never (at the end all kept rows score >= t). Which rows scoring t stay follows from a count: the heap
+    holds its first ``capacity`` arrivals, L0 of them below t. After that, rows below t only ever replace rows below
+    t, so the count L of rows below t in the heap falls by one with each later arrival scoring >= t (which replaces
+    the root, a row below t) until it reaches 0; from then on a row scoring t is refused and a row above t replaces
+    the smallest tuple ``(t, action_id, y1, x1, y2, x2)`` left. So the rows scoring t that stay are those among the
+    first ``capacity`` arrivals or the next L0 arrivals scoring >= t, less the k smallest tuples, k being the number
+    of later arrivals above t.
+    """
+    keep = np.ones(len(order), bool)
+    over = np.flatnonzero(counts > capacity)
+    t = s_o[gstart[over] + capacity - 1]
+    tied = s_o[gstart[over] + capacity] == t
+    untied = over[~tied]
+    if len(untied):  # the top ``capacity`` rows
+        cut = np.zeros(len(order) + 1, np.int64)
+        cut[gstart[untied] + capacity] = 1
+        cut[gstart[untied] + counts[untied]] = -1
+        keep &= np.cumsum(cut[:-1]) <= 0
+    b = over[tied]
+    if not len(b):
+        return keep
+    nb = counts[b]
+    a_rows = _rows_in_arrival_order(idx, kr, kr_o[gstart[b]])
+    a_start = np.zeros(len(b), np.int64)
+    np.cumsum(nb[:-1], out=a_start[1:])
+    a_grp = np.repeat(np.arange(len(b)), nb)
+    a_pos = np.arange(len(a_rows)) - a_start[a_grp]
+    s = rows.scores[a_rows]
+    ta = t[tied][a_grp]
+    below, at = s < ta, s == ta
+    first = a_pos < capacity
+    l0 = np.bincount(a_grp[first & below], minlength=len(b))
+    late = ~first & ~below
+    late_rank = np.cumsum(late)  # 1-based rank of a late arrival among its key's late arrivals
+    late_rank -= np.r_[0, late_rank[:-1]][a_start][a_grp]
+    free = late & (late_rank <= l0[a_grp])
+    cand = np.flatnonzero(at & (first | free))
+    k = np.bincount(a_grp[late & ~at & ~free], minlength=len(b))
+    # evict the k smallest candidate tuples of each key
+    cr = a_rows[cand]
+    bx = rows.boxes[cr]
+    o = np.lexsort((bx[:, 2], bx[:, 3], bx[:, 0], bx[:, 1], rows.labels[cr], a_grp[cand]))
+    cg = a_grp[cand][o]
+    rank = np.arange(len(o)) - np.searchsorted(cg, cg)
+    dropped = below | (at & ~np.isin(np.arange(len(a_rows)), cand))
+    dropped[cand[o[rank < k[cg]]]] = True
+    drop_row = np.zeros(len(rows.scores), bool)
+    drop_row[a_rows[dropped]] = True
+    return keep & ~drop_row[order]
+
+
+def _keys_with_ambiguous_ties(rows: AVARows, order: np.ndarray, kr_o: np.ndarray, s_o: np.ndarray,
+                              kstart: np.ndarray) -> np.ndarray:
+    """Per key (slices of ``order`` starting at ``kstart``): do two rows of one class at one score have different
+    boxes?"""
+    need = np.zeros(len(kstart), bool)
+    tie = np.zeros(len(order), bool)
+    tie[1:] = (kr_o[1:] == kr_o[:-1]) & (s_o[1:] == s_o[:-1])
+    if not tie.any():
+        return need
+    run_id = np.cumsum(~tie) - 1
+    t_rows = np.flatnonzero(tie | np.r_[tie[1:], False])
+    code = run_id[t_rows] * (int(rows.labels.max()) + 1) + rows.labels[order[t_rows]]
+    srt = stable_argsort(code)
+    c_s = code[srt]
+    dup = np.flatnonzero(c_s[1:] == c_s[:-1])
+    if len(dup):
+        a = order[t_rows[srt[dup]]]
+        b = order[t_rows[srt[dup + 1]]]
+        amb_pos = t_rows[srt[dup[(rows.boxes[a] != rows.boxes[b]).any(1)]]]
+        need[np.searchsorted(kstart, amb_pos, side="right") - 1] = True
+    return need
