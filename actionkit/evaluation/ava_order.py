@@ -2,8 +2,10 @@
 
 MMAction2 0.x sorts each keyframe's rows by descending score (stable); the official ActivityNet script keeps the top
 ``capacity`` rows of each keyframe in a ``heapq`` and then sorts the heap by descending score, so the heap's array
-layout decides the order of tied scores. :func:`reference_order` reproduces both exactly; the heap is simulated for
-all keyframes at once (one numpy step per heap level), and only where its layout can change the result.
+layout decides the order of tied scores. :func:`reference_order` reproduces both as far as the evaluation can tell:
+the rows the heap keeps are found by counting (:func:`_kept_by_heap`), and the heap's layout is simulated (for all
+such keyframes at once, one numpy step per heap level) only where it can change the result: two different boxes of
+one class at one score. Rows of different classes at one score may come in another order than the reference's.
 """
 from __future__ import annotations
 
