@@ -1,4 +1,5 @@
-"""Small shared helpers: atomic file writes, work-directory locks, stale temporary files, distributed rank."""
+"""Small shared helpers: the actionkit home directory, atomic file writes, work-directory locks, stale temporary
+files, distributed rank."""
 from __future__ import annotations
 
 import contextlib
@@ -15,6 +16,16 @@ from pathlib import Path
 from typing import Any, Iterator
 
 _LOG = logging.getLogger("actionkit")
+
+HOME_ENV = "ACTIONKIT_HOME"
+
+
+def actionkit_home() -> Path:
+    """``$ACTIONKIT_HOME`` (default ``~/.cache/actionkit``): checkpoints, inductor's caches, video indexes; not
+    created here."""
+    home = os.environ.get(HOME_ENV)
+    return Path(home).expanduser() if home else Path.home() / ".cache" / "actionkit"
+
 
 # ``atomic_write`` writes ``.{name}.tmp-{pid}`` next to the target
 _TEMP_NAME_RE = re.compile(r"^\..+\.tmp-(\d+)$")

@@ -40,12 +40,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-from .utils import fsync_path
+from .utils import HOME_ENV, actionkit_home, fsync_path
 
 _LOG = logging.getLogger("actionkit")
 
 TASKS = ("recognition", "detection")
-HOME_ENV = "ACTIONKIT_HOME"
 CONFIG_DIR_ENV = "ACTIONKIT_CONFIG_DIR"
 DEFAULT_TIMEOUT = 30.0
 _HASH_SUFFIX_RE = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
@@ -215,9 +214,7 @@ def config_path(entry: ZooEntry | str) -> Path:
 # ------------------------------------------------------------------------------------------------- the cache
 def checkpoint_cache_dir() -> Path:
     """``$ACTIONKIT_HOME/checkpoints`` (default ``~/.cache/actionkit/checkpoints``); not created here."""
-    home = os.environ.get(HOME_ENV)
-    base = Path(home).expanduser() if home else Path.home() / ".cache" / "actionkit"
-    return base / "checkpoints"
+    return actionkit_home() / "checkpoints"
 
 
 def is_url(spec: str | os.PathLike) -> bool:

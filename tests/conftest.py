@@ -19,6 +19,10 @@ if TEST_DEVICE.type != "cpu":
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
 
+# No decode-order video indexes kept on disk between tests (or in ~/.cache): tests that re-index a file after
+# clear_index_cache() must index it again. tests/test_video_index_store.py turns the store on in a tmp folder.
+os.environ["ACTIONKIT_VIDEO_INDEX_DIR"] = "off"
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ACTIONKIT_SHARED_DATA", REPO.parent / "shared" / "data"))
 GOLDEN = SHARED_DATA / "golden"

@@ -38,3 +38,18 @@ def test_data_pipeline_prints_every_stage(tmp_path, capsys):
                 assert (source, mode, stage, "1") in stages
     assert ("mp4 gop12", "train", "decode only (opencv)", "-") in stages
     assert all(float(r[4]) > 0 for r in rows)
+
+
+def test_video_index_benchmark_rows(tmp_path, capsys, monkeypatch):
+    from actionkit.data import video_index_store as S
+
+    monkeypatch.setenv(S.DIR_ENV, "off")
+    assert load_benchmark_script("video_index").main(["--workdir", str(tmp_path), "--repeat", "1",
+                                                      "--scale", "0.1"]) == 0
+    rows = markdown_rows(capsys.readouterr().out, ("video", "frames"))
+    assert [r[0] for r in rows] == ["kinetics_340x256_1s", "ava_640x360_6s"]
+    assert [int(r[1]) for r in rows] == [30, 180]
+    assert all(float(r[3]) > 0 and float(r[4]) > 0 and r[5].endswith("x") for r in rows)
+    import os
+
+    assert os.environ[S.DIR_ENV] == "off"  # the benchmark puts the setting back

@@ -496,3 +496,130 @@ def test_init_keeps_the_datasets_start_index(corpus):
     res = PIPELINES.build(dict(type="DecordInit"))(dict(filename=str(corpus["mkv_h264"]), start_index=1))
     assert res["start_index"] == 1 and res["total_frames"] == N
     res["video_reader"].close()
+
+
+# ---- decode-order indexes kept on disk (actionkit/data/video_index_store.py)
+@pytest.fixture
+def index_store(tmp_path, monkeypatch):
+    """The store on, in a fresh folder; counts the sequential decodes that index a file."""
+    from actionkit.data import video_index_store as S
+
+    folder = tmp_path / "video_index"
+    monkeypatch.setenv(S.DIR_ENV, str(folder))
+    builds = []
+    orig = D.PyAVReader._build_decode_order_index
+    monkeypatch.setattr(D.PyAVReader, "_build_decode_order_index",
+                        lambda self, packets: (builds.append(self.path), orig(self, packets))[1])
+    D.clear_index_cache()
+    yield folder, builds
+    D.clear_index_cache()
+
+
+def _check_reads(path: Path, seq: np.ndarray) -> None:
+    rng = np.random.default_rng(0)
+    with open_video(path) as r:
+        for _ in range(6):
+            idx = rng.integers(0, len(seq), size=5)
+            np.testing.assert_array_equal(r.get_frames(idx), seq[idx])
+
+
+def test_decode_order_index_is_stored_and_read_by_the_next_process(corpus, tmp_path, index_store):
+    folder, builds = index_store
+    path = tmp_path / "clip.avi"
+    path.write_bytes(corpus["avi_packed"].read_bytes())
+    seq = sequential(path)
+    with open_video(path) as r:
+        first = r._index
+    assert builds == [str(path)] and len(list(folder.glob("*.npz"))) == 1
+    D.clear_index_cache()  # as a new process (a DataLoader worker, the next run)
+    with open_video(path) as r:
+        again = r._index
+        assert again is not first and again.decode_order
+        assert (again.num_frames, again.keyframes, again.seek_ts, again.signatures) == \
+               (first.num_frames, first.keyframes, first.seek_ts, first.signatures)
+        assert (again.width, again.height, again.fps) == (first.width, first.height, first.fps)
+    assert builds == [str(path)]  # no second counting decode
+    _check_reads(path, seq)  # seeks to the stored keyframes give the frames of a sequential decode
+
+
+def test_stored_index_of_a_changed_file_is_not_used(corpus, tmp_path, index_store):
+    import os
+
+    folder, builds = index_store
+    path = tmp_path / "clip.avi"
+    path.write_bytes(corpus["avi_nvop"].read_bytes())
+    open_video(path).close()
+    path.write_bytes(corpus["avi_packed"].read_bytes())  # replaced in place
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    D.clear_index_cache()
+    _check_reads(path, sequential(path))
+    assert builds == [str(path)] * 2
+    D.clear_index_cache()
+    _check_reads(path, sequential(path))  # the entry was rewritten for the new file
+    assert len(builds) == 2
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "other_video", "bad_keyframes", "pickle"])
+def test_damaged_or_foreign_stored_index_is_ignored_and_rewritten(corpus, tmp_path, index_store, damage):
+    folder, builds = index_store
+    path, other = tmp_path / "clip.avi", tmp_path / "other.avi"
+    path.write_bytes(corpus["avi_packed"].read_bytes())
+    other.write_bytes(corpus["avi_packed"].read_bytes())
+    open_video(path).close()
+    entry = next(folder.glob("*.npz"))
+    if damage == "garbage":
+        entry.write_bytes(b"not an npz file")
+    elif damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[:100])
+    elif damage == "other_video":  # the entry of another file (same size and mtime) under this file's name
+        import os
+        import shutil
+
+        st = os.stat(path)
+        os.utime(other, ns=(st.st_atime_ns, st.st_mtime_ns))
+        before = set(folder.glob("*.npz"))
+        D.clear_index_cache()
+        open_video(other).close()
+        shutil.copyfile(next(iter(set(folder.glob("*.npz")) - before)), entry)
+    elif damage == "bad_keyframes":
+        with np.load(entry) as z:
+            fields = dict(z)
+        fields["keyframes"] = fields["keyframes"][::-1].copy()
+        np.savez(entry, **fields)
+    else:  # an object array: never unpickled
+        with np.load(entry) as z:
+            fields = dict(z)
+        fields["keyframes"] = np.array([0, {"x": 1}], dtype=object)
+        np.savez(entry, **fields)
+    D.clear_index_cache()
+    n = len(builds)
+    _check_reads(path, sequential(path))
+    assert len(builds) == n + 1  # indexed again
+    with np.load(entry, allow_pickle=False) as z:  # and the entry is whole again
+        assert str(z["video"]) == str(path.resolve()) and list(z["keyframes"])[0] == 0
+
+
+def test_only_decode_order_indexes_are_stored(corpus, index_store):
+    folder, _ = index_store
+    open_video(corpus["mkv_h264"]).close()  # indexed from its timestamps by a demux: nothing to keep
+    assert not folder.exists() or not list(folder.glob("*.npz"))
+
+
+def test_index_store_off_and_unwritable(corpus, tmp_path, index_store, monkeypatch, caplog):
+    from actionkit.data import video_index_store as S
+
+    folder, builds = index_store
+    monkeypatch.setenv(S.DIR_ENV, "off")
+    open_video(corpus["avi_packed"]).close()
+    assert not folder.exists()
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv(S.DIR_ENV, str(blocker / "video_index"))
+    monkeypatch.setattr(S, "_warned_dirs", set())
+    with caplog.at_level("WARNING", logger="actionkit"):
+        for _ in range(2):
+            D.clear_index_cache()
+            _check_reads(corpus["avi_packed"], sequential(corpus["avi_packed"]))
+    warnings = [r for r in caplog.records if "cannot store video indexes" in r.getMessage()]
+    assert len(warnings) == 1 and S.DIR_ENV in warnings[0].getMessage()

@@ -215,7 +215,8 @@ class PyAVReader:
 
     ``num_threads`` is the decoder thread count (1 suits DataLoader workers, like decord's default).
     The index of a file is cached per process (keyed by path, size and mtime) so that reading
-    many clips of one long video (AVA) demuxes it once.
+    many clips of one long video (AVA) demuxes it once; decode-order indexes are also kept on disk
+    (:mod:`.video_index_store`), so that other processes and later runs skip the counting decode.
     """
 
     def __init__(self, path: str | os.PathLike, num_threads: int = 1):
@@ -270,9 +271,32 @@ class PyAVReader:
             if idx is not None:
                 _INDEX_CACHE.move_to_end(key)
                 return idx
-        idx = self._build_index()
+        idx = self._stored_index(key)
+        if idx is None:
+            idx = self._build_index()
+            if idx.decode_order:
+                self._store_index(key, idx)
         self._cache_index(key, idx)
         return idx
+
+    def _stored_index(self, key: tuple) -> _PacketIndex | None:
+        """A decode-order index kept on disk by an earlier process (:mod:`.video_index_store`)."""
+        from .video_index_store import read_index
+
+        fields = read_index(self.path, key[1], key[2])
+        if fields is None:
+            return None
+        logger.debug("%s: decode-order index read from the store", self.path)
+        return _PacketIndex(fields["num_frames"], fields["keyframes"], fields["seek_ts"], fields["width"],
+                            fields["height"], fields["fps"], pts=None, signatures=fields["signatures"])
+
+    @staticmethod
+    def _store_index(key: tuple, idx: _PacketIndex) -> None:
+        from .video_index_store import write_index
+
+        write_index(key[0], key[1], key[2], num_frames=idx.num_frames, keyframes=idx.keyframes,
+                    seek_ts=idx.seek_ts, signatures=idx.signatures, width=idx.width, height=idx.height,
+                    fps=idx.fps)
 
     @staticmethod
     def _cache_index(key: tuple, idx: _PacketIndex) -> None:
@@ -417,6 +441,10 @@ class PyAVReader:
             self._rewind()
             packets, _ = self._demux_packets()
             new = self._build_decode_order_index(packets)
+            try:
+                self._store_index(_file_key(self.path), new)
+            except OSError:
+                pass
         else:
             logger.warning("%s: a seek could not be verified (%s); decoding from the start", self.path, reason)
             new = old.without_seeking()

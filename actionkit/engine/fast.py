@@ -38,9 +38,9 @@ import torch
 from torch import nn
 
 from ..registry import ConfigError
+from ..utils import actionkit_home
 from .fuse import fuse_conv_bn
 
-HOME_ENV = "ACTIONKIT_HOME"
 _CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
 
@@ -52,12 +52,6 @@ class FastPathOptions:
     channels_last: bool = True
     compile: bool | None = None
     fold_bn: bool = True
-
-
-def actionkit_home() -> Path:
-    """``$ACTIONKIT_HOME`` (default ``~/.cache/actionkit``); not created here."""
-    home = os.environ.get(HOME_ENV)
-    return Path(home).expanduser() if home else Path.home() / ".cache" / "actionkit"
 
 
 def _is_inductor_default(path: str) -> bool:
