@@ -348,3 +348,22 @@ def test_tools_print_the_message_alone(tool, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("ACTIONKIT_DEBUG", "1")
     with pytest.raises(ConfigError, match="config file not found"):
         runpy.run_path(str(REPO / tool), run_name="__main__")
+
+
+def test_build_model_takes_the_config_or_its_model_dict(cfg_file):
+    """MMAction2 users write ``build_model(cfg.model)``; the whole config works too, with the same model."""
+    import torch
+
+    cfg = load_config(cfg_file)
+    torch.manual_seed(0)
+    whole = build_model(cfg)
+    torch.manual_seed(0)
+    part = build_model(cfg.model)
+    assert type(whole) is type(part)
+    a, b = whole.state_dict(), part.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ConfigError, match="model.*is required but missing"):
+        build_model({"data": {}})
+    bad = load_config(cfg_file, ["model.backbone.depth=19"])
+    with pytest.raises(ConfigError, match="invalid depth 19"):
+        build_model(bad.model)

@@ -189,6 +189,16 @@ def test_outputs_hook_and_csv(kin, tmp_path):
     assert int(rows[0]["top1_index"]) == int(np.argmax(scores))
 
 
+def test_missing_class_names_are_warned_about_once_and_stored_in_the_json(kin, tmp_path, caplog):
+    config, ckpt = kin["configs"]["videos"], kin["ckpt"]
+    out = tmp_path / "preds.json"
+    with caplog.at_level("WARNING", logger="actionkit"):
+        assert recognize_main([*listed(kin["data"], "videos")[:2], "--config", str(config), "--checkpoint",
+                               str(ckpt), "--out", str(out)]) == 0
+    assert sum("no shipped class names" in r.getMessage() for r in caplog.records) == 1
+    assert json.loads(out.read_text())["class_names"] == [f"class_{k}" for k in range(4)]
+
+
 def test_batch_of_videos_of_different_sizes(kin, tmp_path):
     """Without a crop the clips of differently sized videos differ in shape: each gets its own forward."""
     from actionkit.synthetic.kinetics import render_clip, write_video

@@ -152,9 +152,10 @@ def outcomes_csv(outcomes: Sequence[Outcome], top_k: int) -> str:
 
 # --------------------------------------------------------------------------------------------- main
 def recognize(model: Any, videos: Sequence[str], batch_size: int, num_workers: int, top_k: int,
-              label_map: str | None = None) -> list[Outcome]:
+              label_map: str | None = None) -> tuple[list[Outcome], list[str]]:
     """Every input through the engine's test loader; each input's top-k (stdout) or why it could not be read
-    (stderr) is printed as its batch comes, in input order."""
+    (stderr) is printed as its batch comes, in input order. Returns the outcomes and the class names (looked up
+    once: empty when no input could be read)."""
     from tqdm import tqdm
 
     from ..engine.logging import progress
@@ -177,7 +178,7 @@ def recognize(model: Any, videos: Sequence[str], batch_size: int, num_workers: i
                 tqdm.write(f"cannot read {it.error}", file=sys.stderr)
             else:
                 tqdm.write(format_outcome(outcomes[it.index]))
-    return outcomes
+    return outcomes, names or []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,13 +199,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, description = optimize_for_inference(model, args.device, fast_options)
         print(description, file=sys.stderr)
     workers = default_workers(model.cfg, len(videos)) if args.num_workers is None else args.num_workers
-    outcomes = recognize(model, videos, args.batch_size, workers, args.top_k, args.label_map)
+    outcomes, names = recognize(model, videos, args.batch_size, workers, args.top_k, args.label_map)
     failed = [o for o in outcomes if o.error is not None]
     if args.out is not None:
-        first = next((o.scores for o in outcomes if o.scores is not None), None)
         meta = {"config": model.cfg.filename, "checkpoint": str(args.checkpoint),
-                "average_clips": getattr(model, "average_clips", None),
-                "class_names": class_names_of(model, len(first), args.label_map) if first is not None else []}
+                "average_clips": getattr(model, "average_clips", None), "class_names": names}
         text = outcomes_json(outcomes, meta) if args.out.lower().endswith(".json") \
             else outcomes_csv(outcomes, args.top_k)
         atomic_save_text(args.out, text)

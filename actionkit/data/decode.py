@@ -224,6 +224,8 @@ class PyAVReader:
         self._num_threads = int(num_threads or 1)
         if not os.path.isfile(self.path):
             raise DecodeError(f"{self.path}: video file not found", self.path)
+        if os.path.getsize(self.path) == 0:
+            raise DecodeError(f"{self.path}: empty file (0 bytes), not a video", self.path)
         self._iter = None  # live decode generator
         self._pos: int | None = None  # frame number of the next frame the generator yields
         self._last_out: int | None = None  # timestamp index of the last frame decoded since the seek

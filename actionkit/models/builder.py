@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping
 from torch import nn
 
 from ..config import Config, load_config
-from ..registry import MODELS
+from ..registry import MODELS, ConfigError
 
 
 def clear_pretrained(model_cfg: dict) -> None:
@@ -22,16 +22,22 @@ def clear_pretrained(model_cfg: dict) -> None:
                 backbone[path]["pretrained"] = None
 
 
-def build_model(cfg: Config, init_weights: bool = True) -> nn.Module:
-    """The model of a loaded config (errors name the config file and key).
+def build_model(cfg: Config | Mapping[str, Any], init_weights: bool = True) -> nn.Module:
+    """The model of a loaded config, or of a model dict such as ``cfg.model`` (MMAction2's
+    ``build_model(cfg.model)``); errors name the config file and key.
 
     The one place a built model is initialised: constructors read no file and run no init, and
     ``init_weights()`` (MMAction2's init; it reads the backbone's ``pretrained`` file, if any) runs exactly once
     when ``init_weights`` is true.  Build with ``init_weights=False`` for a model that a checkpoint fills: its
     ``pretrained`` path is then never looked at."""
-    if "model" not in cfg:
-        raise cfg.error("is required but missing", "model")
-    model = MODELS.build(cfg.model, key="model", filename=cfg.filename)
+    filename = getattr(cfg, "filename", None)
+    if isinstance(cfg, Mapping) and "model" not in cfg and "type" in cfg:
+        model_cfg = cfg
+    elif isinstance(cfg, Mapping) and "model" in cfg:
+        model_cfg = cfg["model"]
+    else:
+        raise ConfigError("is required but missing (pass a loaded config, or its model dict)", "model", filename)
+    model = MODELS.build(model_cfg, key="model", filename=filename)
     if init_weights and hasattr(model, "init_weights"):
         model.init_weights()
     return model
