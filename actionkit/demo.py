@@ -31,6 +31,24 @@ DEMO_DATA = dict(num_train=64, num_val=6, num_keyframes=10, margin_s=1, write_vi
 log = logging.getLogger("actionkit.demo")
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def training_precision(precision: str = "fp32") -> tuple[bool, str]:
+    """``(train with bf16 autocast + channels_last_3d?, what it is, for the log line)``.
+
+    ``fp32`` (the default) is the run whose figures BENCHMARKS.md records. ``bf16`` trains about twice as fast on
+    a CPU that computes bfloat16 natively (``benchmarks/train_speed.py``: 1.99x at 1 thread; the whole demo 6 min
+    instead of 10-11) but its recorded run reached mAP 0.799 (float32: 0.851 at 1 thread, 0.832 at 2 threads; runs
+    that differ only in rounding differ by a few points here, and bf16 rounds most), just under the demo's 0.8
+    target, so it is not the default. On a CPU without avx512_bf16 / AMX it is slower than float32 (``train``
+    warns).
+    """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return (True, "bf16 autocast + channels-last") if precision == "bf16" else (False, "float32")
+
+
 def default_threads() -> int:
     """Torch threads of a demo run: half the cores for compute, the rest for the data-loader workers
     (oversubscribing a 2-core machine made training steps many times slower)."""
@@ -51,13 +69,15 @@ class DemoResult:
 
 
 def run_demo(out: str | os.PathLike = "demo_out", *, seed: int = 0, epochs: int | None = None,
-             num_train: int = DEMO_DATA["num_train"], cfg_options: Sequence[str] | None = None) -> DemoResult:
+             num_train: int = DEMO_DATA["num_train"], cfg_options: Sequence[str] | None = None,
+             precision: str = "fp32") -> DemoResult:
     """The demo end to end into the folder ``out`` (see the module docstring), printing each step.
 
     ``seed`` seeds the data and the (deterministic) training run; ``epochs`` overrides the config's
     ``total_epochs``; ``num_train`` is the number of synthetic training videos; ``cfg_options`` (``key=value``)
-    are applied to the demo config last.  Data of the same size and seed and a finished training run in ``out``
-    are reused; an interrupted training run resumes from ``out/work_dir/latest.pth``.
+    are applied to the demo config last; ``precision`` is how the detector trains (:func:`training_precision`).
+    Data of the same size and seed and a finished training run in ``out`` are reused; an interrupted training run
+    resumes from ``out/work_dir/latest.pth``.
     """
     import torch
 
@@ -69,6 +89,7 @@ def run_demo(out: str | os.PathLike = "demo_out", *, seed: int = 0, epochs: int 
     from .visualize import bar_chart_png
 
     start = time.time()
+    bf16, precision_note = training_precision(precision)
     out = Path(out).resolve()
     data_dir = out / "data"
     data_args = dict(DEMO_DATA, num_train=num_train)
@@ -88,10 +109,10 @@ def run_demo(out: str | os.PathLike = "demo_out", *, seed: int = 0, epochs: int 
         print(f"[2/4] training: reusing {final_ckpt}")
     else:
         print(f"[2/4] training a SlowOnly detector for {cfg.total_epochs} epochs "
-              f"(CPU, {torch.get_num_threads()} threads)")
+              f"({torch.get_num_threads()} threads, {precision_note})")
         latest = work / "latest.pth"
         run.train(run_cfg, work_dir=work, validate=True, seed=seed, deterministic=True,
-                  resume_from=latest if latest.is_file() else None)
+                  resume_from=latest if latest.is_file() else None, amp=bf16, channels_last=bf16)
     results_csv = out / "results.csv"
     print(f"[3/4] testing {final_ckpt.name} -> {results_csv}")
     tested = run.test(run_cfg, final_ckpt, out=results_csv, metrics=["mAP"])

@@ -140,7 +140,19 @@ def test_demo_command_passes_plain_arguments(monkeypatch):
     monkeypatch.setattr(torch, "set_num_threads", lambda n: calls.append(n))
     assert cli_demo.main(["--out", "o", "--epochs", "3", "--threads", "1", "--cfg-options", "a=1"]) == 0
     assert calls == [1, (("o",), dict(seed=0, epochs=3, num_train=demo.DEMO_DATA["num_train"],
-                                      cfg_options=["a=1"]))]
+                                      cfg_options=["a=1"], precision="fp32"))]
+    calls.clear()
+    assert cli_demo.main(["--threads", "1", "--precision", "bf16"]) == 0
+    assert calls[1][1]["precision"] == "bf16"
+
+
+def test_demo_precision_choices():
+    import actionkit.demo as demo
+
+    assert demo.training_precision() == (False, "float32")
+    assert demo.training_precision("bf16") == (True, "bf16 autocast + channels-last")
+    with pytest.raises(ValueError, match="precision must be one of"):
+        demo.training_precision("auto")
 
 
 def _actionkit_imports(path: Path) -> set[str]:

@@ -19,6 +19,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: half the cores)")
     p.add_argument("--num-train", type=int, default=demo.DEMO_DATA["num_train"],
                    help=f"synthetic training videos (default {demo.DEMO_DATA['num_train']})")
+    p.add_argument("--precision", choices=demo.PRECISIONS, default="fp32",
+                   help="fp32 (default), or bf16 autocast + channels-last: about 2x faster on a CPU with "
+                        "avx512_bf16 / AMX, lower mAP (BENCHMARKS.md)")
     p.add_argument("--cfg-options", nargs="+", default=None, metavar="KEY=VALUE",
                    help="override values of the demo config, e.g. data.train.pipeline.0.clip_len=8")
     return p
@@ -30,5 +33,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(a.threads or demo.default_threads())
-    demo.run_demo(a.out, seed=a.seed, epochs=a.epochs, num_train=a.num_train, cfg_options=a.cfg_options)
+    demo.run_demo(a.out, seed=a.seed, epochs=a.epochs, num_train=a.num_train, cfg_options=a.cfg_options,
+                  precision=a.precision)
     return 0
