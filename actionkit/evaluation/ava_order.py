@@ -277,7 +277,8 @@ def _kept_by_heap(rows: AVARows, idx: np.ndarray, kr: np.ndarray, order: np.ndar
     o = np.lexsort((bx[:, 2], bx[:, 3], bx[:, 0], bx[:, 1], rows.labels[cr], a_grp[cand]))
     cg = a_grp[cand][o]
     rank = np.arange(len(o)) - np.searchsorted(cg, cg)
-    dropped = below | (at & ~np.isin(np.arange(len(a_rows)), cand))
+    dropped = below | at  # rows scoring t: dropped unless a candidate that is not evicted
+    dropped[cand] = False
     dropped[cand[o[rank < k[cg]]]] = True
     drop_row = np.zeros(len(rows.scores), bool)
     drop_row[a_rows[dropped]] = True
