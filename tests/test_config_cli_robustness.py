@@ -367,3 +367,12 @@ def test_build_model_takes_the_config_or_its_model_dict(cfg_file):
     bad = load_config(cfg_file, ["model.backbone.depth=19"])
     with pytest.raises(ConfigError, match="invalid depth 19"):
         build_model(bad.model)
+    import actionkit
+
+    import copy
+
+    before = copy.deepcopy(cfg.model)
+    torch.manual_seed(0)
+    top = actionkit.build_model(cfg.model)  # the top-level API (configs, zoo names, checkpoints) as well
+    assert type(top) is type(whole) and all(torch.equal(a[k], top.state_dict()[k]) for k in a)
+    assert cfg.model == before  # the caller's dict is left as it was

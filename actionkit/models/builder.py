@@ -1,6 +1,7 @@
 """``build_model``: config (path, dict, Config or model zoo name) -> nn.Module, optionally with weights loaded."""
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -71,7 +72,8 @@ def build_model_from_config(config: str | os.PathLike | Mapping[str, Any] | Conf
                             init_weights: bool = True, pretrained: bool = False) -> nn.Module:
     """Build the model of ``config`` and load weights.
 
-    ``config``: a config file, dict or :class:`Config`, or a model zoo name (its shipped config).
+    ``config``: a config file, dict or :class:`Config`, a model dict such as ``cfg.model`` (MMAction2's
+    ``build_model(cfg.model)``), or a model zoo name (its shipped config).
     ``checkpoint``: a file, an http(s) URL or a zoo name (cached download, see :mod:`actionkit.zoo`).
     ``pretrained=True`` loads the published weights of the zoo entry ``config`` names (a zoo name, or a zoo
     config's file: its plain name's checkpoint); it cannot be combined with ``checkpoint``.
@@ -79,6 +81,8 @@ def build_model_from_config(config: str | os.PathLike | Mapping[str, Any] | Conf
     ``tools/test.py`` and ``init_recognizer``), the load is strict by default and the model is in eval mode.
     """
     config, entry = resolve_config(config)
+    if isinstance(config, Mapping) and "model" not in config and "type" in config:
+        config = {"model": copy.deepcopy(dict(config))}  # a model dict alone
     if pretrained:
         if checkpoint is not None:
             raise ValueError("pass either checkpoint=... or pretrained=True, not both")
