@@ -7,6 +7,7 @@ entry the first open stored (read from ``$ACTIONKIT_VIDEO_INDEX_DIR``). The per-
 open, which is what a new DataLoader worker or a new run starts from. Medians of ``--repeat`` opens, one thread.
 
     python benchmarks/video_index.py [--workdir /tmp/video_index_bench] [--repeat 5] [--scale 1.0]
+    python benchmarks/video_index.py --open FILE --start 900    # one open + 32 frames (for whole-process timers)
 """
 from __future__ import annotations
 
@@ -46,6 +47,11 @@ def make_video(path: Path, seconds: int, h: int, w: int) -> None:
     write_video(path, frames, fps=FPS, gop=FPS, codec="mpeg4")
 
 
+def middle_clip(num_frames: int) -> list[int]:
+    start = max(0, min(num_frames // 2, num_frames - 32))
+    return list(range(start, min(start + 32, num_frames)))
+
+
 def open_and_read(path: Path, frames: list[int]) -> float:
     D.clear_index_cache()
     t0 = time.perf_counter()
@@ -59,7 +65,13 @@ def main(argv=None) -> int:
     ap.add_argument("--workdir", default="/tmp/video_index_bench")
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of each video's length")
+    ap.add_argument("--open", metavar="FILE", help="only open FILE and read 32 frames from --start")
+    ap.add_argument("--start", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.open:  # one process, one open: what a new DataLoader worker pays (time it from outside)
+        seconds = open_and_read(Path(args.open), list(range(args.start, args.start + 32)))
+        print(f"{args.open}: open + 32 frames {seconds:.3f} s")
+        return 0
     previous = os.environ.get(S.DIR_ENV)
     try:
         return _run(args)
@@ -86,8 +98,7 @@ def _run(args) -> int:
             with D.open_video(path) as r:
                 n = r.num_frames
                 assert r._index.decode_order, "an AVI is numbered in decode order"
-            start = max(0, min(n // 2, n - 32))
-            clip = list(range(start, min(start + 32, n)))
+            clip = middle_clip(n)
             os.environ[S.DIR_ENV] = store
             open_and_read(path, clip)  # the first open stores the entry
             off, on = [], []

@@ -623,3 +623,22 @@ def test_index_store_off_and_unwritable(corpus, tmp_path, index_store, monkeypat
             _check_reads(corpus["avi_packed"], sequential(corpus["avi_packed"]))
     warnings = [r for r in caplog.records if "cannot store video indexes" in r.getMessage()]
     assert len(warnings) == 1 and S.DIR_ENV in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("checked", [8, 0])
+def test_index_renumbered_in_decode_order_is_stored(corpus, tmp_path, index_store, monkeypatch, checked):
+    """A timestamp index the decoded frames contradict (caught at indexing, or while reading) falls back to decode
+    order, and that numbering is stored."""
+    folder, builds = index_store
+    monkeypatch.setattr(D, "_DECODE_ORDER_CODECS", frozenset())
+    monkeypatch.setattr(D, "_CHECKED_FRAMES", checked)
+    path = tmp_path / "packed.mkv"
+    path.write_bytes(corpus["mkv_packed"].read_bytes())
+    with open_video(path) as r:
+        assert r._index.decode_order == (checked > 0)
+        r.get_frames([2, 3, 13, 10])
+        assert r._index.decode_order
+    assert builds == [str(path)] and len(list(folder.glob("*.npz"))) == 1
+    D.clear_index_cache()
+    _check_reads(path, sequential(path))
+    assert builds == [str(path)]

@@ -443,10 +443,6 @@ class PyAVReader:
             self._rewind()
             packets, _ = self._demux_packets()
             new = self._build_decode_order_index(packets)
-            try:
-                self._store_index(_file_key(self.path), new)
-            except OSError:
-                pass
         else:
             logger.warning("%s: a seek could not be verified (%s); decoding from the start", self.path, reason)
             new = old.without_seeking()
@@ -455,6 +451,8 @@ class PyAVReader:
             key = _file_key(self.path)
         except OSError:
             return
+        if new.decode_order and not old.decode_order:  # the next processes start from the decode-order numbering
+            self._store_index(key, new)
         with _INDEX_CACHE_LOCK:
             if _INDEX_CACHE.get(key) is not old:
                 return

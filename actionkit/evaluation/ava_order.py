@@ -189,11 +189,10 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
         if stats is not None:
             stats["detections_over_capacity"] = stats.get("detections_over_capacity", 0) + int((~keep).sum())
         order, kr_o, s_o = order[keep], kr_o[keep], s_o[keep]
-        kept_counts = np.minimum(counts, capacity)
-        kstart = np.zeros(len(counts), np.int64)
-        np.cumsum(kept_counts[:-1], out=kstart[1:])
+        kstart = np.zeros(len(counts), np.int64)  # each key keeps min(count, capacity) rows
+        np.cumsum(np.minimum(counts, capacity)[:-1], out=kstart[1:])
     else:
-        kept_counts, kstart = counts, gstart
+        kstart = gstart
     need = _keys_with_ambiguous_ties(rows, order, kr_o, s_o, kstart)
     if not need.any():
         return order
@@ -210,7 +209,7 @@ def reference_order(rows: AVARows, sel: np.ndarray, key_rank: np.ndarray, mode: 
     filled = np.arange(H.shape[1])[None, :] < sizes[:, None]
     sk = np.where(filled, -s_code[np.maximum(H, 0)], np.iinfo(np.int64).max)
     H = np.take_along_axis(H, np.argsort(sk, axis=1, kind="stable"), axis=1)
-    # the heap holds the rows the closed form kept (sizes == kept_counts): write them over each key's slice
+    # the heap holds the rows the closed form kept (sizes = min(count, capacity)): write them over each key's slice
     out = order.copy()
     dest = (kstart[gsel][:, None] + np.arange(H.shape[1])[None, :])[filled]
     out[dest] = seg_rows[H[filled]]
